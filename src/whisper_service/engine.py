@@ -163,7 +163,7 @@ class WhisperEngine:
             silent = (
                 dec.no_speech_prob > NO_SPEECH_THRESHOLD and dec.avg_logprob < LOG_PROB_THRESHOLD
             )
-            segments = [] if silent else split_by_timestamps(
+            segments, covered = ([], window_duration) if silent else split_by_timestamps(
                 dec.tokens, self.timestamp_begin, window_duration
             )
             for seg in segments:
@@ -178,6 +178,9 @@ class WhisperEngine:
                     "compression_ratio": dec.compression_ratio,
                     "temperature": dec.temperature,
                     "segments": segments,
+                    # Window time up to which the text is complete; the front decodes the
+                    # rest again as a new window.
+                    "covered": covered,
                 }
             )
         self._add_words(encoder_output, num_frames, options, tokenizers, results)

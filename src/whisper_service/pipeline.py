@@ -8,7 +8,7 @@ finish(): stitch the engine's window results into one Transcription.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,14 @@ from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
 from whisper_service.stitch import stitch
-from whisper_service.windows import Window, fixed_windows, speech_spans, speech_windows
+from whisper_service.windows import (Window, fixed_windows, loud_seconds, speech_spans,
+                                     speech_windows, tail)
+
+# A tail shorter than this is not worth a window of its own.
+MIN_TAIL_SECONDS = 1.0
+MAX_TAIL_ROUNDS = 3
+END_MARGIN_SECONDS = 0.5
+MIN_LEFTOVER_SOUND_SECONDS = 2.0
 
 
 @dataclass
@@ -32,6 +39,8 @@ class Job:
     speech_seconds: Optional[float] = None
     """Seconds left after VAD, when VAD was on."""
     results: List[Optional[dict]] = field(default_factory=list)
+    rounds: Dict[int, int] = field(default_factory=dict)
+    """How many times a window's tail has been decoded again (its ancestry depth)."""
 
     @property
     def vad_removed_seconds(self) -> float:
@@ -63,12 +72,48 @@ class Pipeline:
         return Job(options, duration, windows, to_send, speech_seconds,
                    results=[None] * len(windows))
 
-    def chunks(self, job: Job, size: int) -> Iterator[Tuple[List[int], np.ndarray, List[int]]]:
+    def chunks(self, job: Job, size: int, indices: Optional[Sequence[int]] = None
+               ) -> Iterator[Tuple[List[int], np.ndarray, List[int]]]:
         """(window indices, features [k, n_mels, 3000], content frames) for k <= size."""
-        for first in range(0, len(job.to_send), size):
-            indices = job.to_send[first:first + size]
+        todo = list(job.to_send if indices is None else indices)
+        for first in range(0, len(todo), size):
+            indices = todo[first:first + size]
             features, frames = self.features([job.windows[i] for i in indices])
             yield indices, features, frames
+
+    def retry_tails(self, job: Job, indices: List[int]) -> List[int]:
+        """New windows for what the engine left undecoded at the end of these windows.
+
+        Windows are decoded independently, so when Whisper stops early (an unfinished last
+        segment, or an end-of-text before speech that is still there), the rest of the window
+        is decoded again on its own instead of being lost. Returns the new windows' indices.
+        """
+        added = []
+        for index in indices:
+            result, window = job.results[index], job.windows[index]
+            if not result or job.rounds.get(index, 0) >= MAX_TAIL_ROUNDS:
+                continue
+            segments_end = max([s["end"] for s in result["segments"]], default=0.0)
+            covered = result.get("covered", window.duration)
+            if covered < window.duration - MIN_TAIL_SECONDS:
+                # An unfinished last segment was dropped: decode from its start again.
+                start, needed = covered, 0.0
+            else:
+                # Whisper said "done" early: only worth a retry if plenty of sound is left
+                # after the last segment (timestamps are coarse near the end).
+                start, needed = segments_end + END_MARGIN_SECONDS, MIN_LEFTOVER_SOUND_SECONDS
+            if window.duration - start < MIN_TAIL_SECONDS:
+                continue
+            rest = tail(window, start)
+            if rest.is_silent() or loud_seconds(rest.audio) < needed:
+                continue
+            job.windows.append(rest)
+            job.results.append(None)
+            job.rounds[len(job.windows) - 1] = job.rounds.get(index, 0) + 1
+            added.append(len(job.windows) - 1)
+            # Only what was complete stays; the tail window brings the rest.
+            result["segments"] = [s for s in result["segments"] if s["end"] <= start + 0.01]
+        return added
 
     def finish(self, job: Job) -> Transcription:
         return stitch(job.windows, job.results, job.options, job.duration, job.speech_seconds)

@@ -2,54 +2,58 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
 
 
 def split_by_timestamps(
     tokens: Sequence[int], timestamp_begin: int, window_duration: float
-) -> List[dict]:
-    """Segments {start, end, tokens} from one window's generated tokens.
+) -> Tuple[List[dict], float]:
+    """Complete segments {start, end, tokens} of one window, and how far they cover it.
 
-    Whisper brackets each segment with a pair of timestamp tokens. Windows here are decoded
-    independently, so an unfinished last segment (no closing timestamp) is kept and closed at
-    the end of the window's audio instead of being re-decoded from the next window.
+    Whisper brackets each segment with timestamp tokens. Output that ends in text without a
+    closing timestamp is an unfinished segment: like faster-whisper, drop it and report the
+    window covered only up to the last timestamp, so the caller decodes the rest again.
+    A single timestamp before the end of text means "nothing more": the window is covered.
     """
+    positions = [i for i, t in enumerate(tokens) if t >= timestamp_begin]
+    if not positions:
+        # No timestamps at all: the whole window is one segment.
+        text = list(tokens)
+        return ([{"start": 0.0, "end": round(window_duration, 3), "tokens": text}] if text else [],
+                window_duration)
+
+    def seconds(token: int) -> float:
+        return round((token - timestamp_begin) * TIME_PRECISION, 3)
+
     segments: List[dict] = []
-    start_token = None
-    text: List[int] = []
-    for token in tokens:
-        if token >= timestamp_begin:
-            if start_token is None:
-                start_token = token
-            elif text:
-                segments.append(_segment(start_token, token, text, timestamp_begin))
-                start_token, text = None, []
-            else:
-                # Two timestamps in a row with nothing between: the later one opens.
-                start_token = token
+    open_at = None  # index of the timestamp that opened the current segment
+    for i, token in enumerate(tokens):
+        if token < timestamp_begin:
+            continue
+        if open_at is None:
+            open_at = i
+            continue
+        text = list(tokens[open_at + 1:i])
+        if text:
+            segments.append({"start": seconds(tokens[open_at]), "end": seconds(token), "tokens": text})
+            # <|a|> text <|b|><|b|> next: the second <|b|> opens the next segment; a single
+            # <|b|> followed by text also opens it.
+            open_at = i + 1 if i + 1 < len(tokens) and tokens[i + 1] >= timestamp_begin else i
         else:
-            if start_token is None:
-                start_token = segments[-1]["end_token"] if segments else timestamp_begin
-            text.append(token)
-    if text:
-        end = max(window_duration, (start_token - timestamp_begin) * TIME_PRECISION)
-        seg = _segment(start_token, None, text, timestamp_begin)
-        seg["end"] = round(min(end, window_duration) if window_duration > seg["start"] else end, 3)
-        segments.append(seg)
+            open_at = i
+    last = positions[-1]
+    trailing_text = any(t < timestamp_begin for t in tokens[last + 1:])
+    single_timestamp_ending = (
+        not trailing_text and len(positions) >= 1 and last >= 1 and tokens[last - 1] < timestamp_begin
+    )
+    if trailing_text:
+        covered = seconds(tokens[last])
+    elif single_timestamp_ending:
+        covered = window_duration
+    else:
+        covered = seconds(tokens[last])
     for seg in segments:
-        seg.pop("end_token", None)
         seg["end"] = max(seg["end"], seg["start"])
-    return segments
-
-
-def _segment(start_token: int, end_token, text: List[int], timestamp_begin: int) -> dict:
-    start = (start_token - timestamp_begin) * TIME_PRECISION
-    end = (end_token - timestamp_begin) * TIME_PRECISION if end_token is not None else start
-    return {
-        "start": round(start, 3),
-        "end": round(end, 3),
-        "tokens": list(text),
-        "end_token": end_token if end_token is not None else start_token,
-    }
+    return segments, min(covered, window_duration)

@@ -57,6 +57,10 @@ def stitch(
                     words=words,
                 )
             )
+    # Tails decoded again come after all first-pass windows: put segments in time order.
+    segments.sort(key=lambda s: s.start)
+    for number, segment in enumerate(segments):
+        segment.id = number
     _make_monotonic(segments)
     if options.language:
         language, probability = options.language, 1.0
@@ -77,14 +81,13 @@ def stitch(
 
 
 def _make_monotonic(segments: List[Segment]) -> None:
-    """Windows are decoded apart, so a segment may claim a start before the previous end."""
-    last = 0.0
+    """Windows are decoded apart, so a segment may claim a start before the previous one."""
+    last_start = 0.0
     for segment in segments:
-        segment.start = max(segment.start, last)
+        segment.start = max(segment.start, last_start)
         segment.end = max(segment.end, segment.start)
-        if segment.words:
-            for word in segment.words:
-                word.start = min(max(word.start, last), segment.end) if word.start < last else word.start
-                word.end = max(word.end, word.start)
-                last = max(last, word.start)
-        last = max(last, segment.start)
+        last_start = segment.start
+        for word in segment.words or []:
+            word.start = max(word.start, last_start)
+            word.end = max(word.end, word.start)
+            last_start = word.start

@@ -22,6 +22,8 @@ FRAME = SAMPLE_RATE // 50  # 20 ms energy frames
 # A window whose loudest 20 ms frames stay under -55 dBFS holds nothing to transcribe; sending
 # it to Whisper only invites invented text.
 SILENCE_RMS = 10 ** (-55 / 20)
+# Kept before a window's first sound, so the onset of the first word is not clipped.
+LEAD_IN_SECONDS = 0.3
 
 
 @dataclass
@@ -57,12 +59,37 @@ class Window:
         return round((original_start + offset) / SAMPLE_RATE, 3)
 
 
+def tail(window: Window, from_seconds: float) -> Window:
+    """The part of a window after `from_seconds` (window time), as a window of its own."""
+    cut = min(int(round(from_seconds * SAMPLE_RATE)), window.audio.size)
+    spans = []
+    for window_start, original_start, length in window.spans:
+        end = window_start + length
+        if end <= cut:
+            continue
+        skip = max(0, cut - window_start)
+        spans.append((window_start + skip - cut, original_start + skip, length - skip))
+    return Window(audio=window.audio[cut:], spans=spans)
+
+
+def _frame_rms(audio: np.ndarray) -> np.ndarray:
+    if audio.size < FRAME:
+        return np.sqrt(np.mean(np.square(audio, dtype=np.float64), keepdims=True))
+    frames = audio[: audio.size - audio.size % FRAME].reshape(-1, FRAME)
+    return np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+
+
 def is_silent(audio: np.ndarray) -> bool:
     if audio.size == 0:
         return True
-    frames = audio[: audio.size - audio.size % FRAME].reshape(-1, FRAME) if audio.size >= FRAME else audio[None, :]
-    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-    return float(np.percentile(rms, 99)) < SILENCE_RMS
+    return float(np.percentile(_frame_rms(audio), 99)) < SILENCE_RMS
+
+
+def loud_seconds(audio: np.ndarray) -> float:
+    """Seconds of 20 ms frames above the silence level."""
+    if audio.size == 0:
+        return 0.0
+    return float(np.count_nonzero(_frame_rms(audio) >= SILENCE_RMS)) * FRAME / SAMPLE_RATE
 
 
 def quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
@@ -77,16 +104,31 @@ def quietest_cut(audio: np.ndarray, lo: int, hi: int) -> int:
     return lo + best * FRAME + FRAME // 2
 
 
+def first_sound(audio: np.ndarray, start: int, end: int) -> int:
+    """Index of the first 20 ms frame in [start, end) above the silence level (end if none)."""
+    loud = np.flatnonzero(_frame_rms(audio[start:end]) >= SILENCE_RMS)
+    return end if loud.size == 0 else start + int(loud[0]) * FRAME
+
+
 def cut_span(audio: np.ndarray, start: int, end: int) -> List[Tuple[int, int]]:
-    """Split [start, end) into pieces of at most 30 s, cutting at quiet points."""
+    """Split [start, end) into pieces of at most 30 s, cutting at quiet points.
+
+    Each piece starts shortly before its first sound: Whisper's first timestamp of a window
+    may not exceed 1 s, so a window that opens on silence would date its speech too early.
+    Silence between pieces is never sent.
+    """
     pieces = []
     search = int(SEARCH_SECONDS * SAMPLE_RATE)
-    while end - start > WINDOW_SAMPLES:
+    margin = int(LEAD_IN_SECONDS * SAMPLE_RATE)
+    while start < end:
+        start = max(start, first_sound(audio, start, end) - margin)
+        if end - start <= WINDOW_SAMPLES:
+            if first_sound(audio, start, end) < end:
+                pieces.append((start, end))
+            break
         cut = quietest_cut(audio, start + WINDOW_SAMPLES - search, start + WINDOW_SAMPLES)
         pieces.append((start, cut))
         start = cut
-    if end > start:
-        pieces.append((start, end))
     return pieces
 
 

@@ -97,15 +97,18 @@ class TritonPythonModel:
         job = self.pipeline.prepare(row["AUDIO"], options)
         self.metrics.vad_removed(job.vad_removed_seconds)
         options_json = options.to_json().encode("utf-8")
-        pending = []
-        for indices, features, frames in self.pipeline.chunks(job, self.windows_per_call):
-            if request.is_cancelled():
-                raise _Cancelled()
-            pending.append(self._call_engine(job, indices, features, frames, options_json))
-            if len(pending) >= self.calls_in_flight:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
+        todo = job.to_send
+        while todo:
+            pending = []
+            for indices, features, frames in self.pipeline.chunks(job, self.windows_per_call, todo):
+                if request.is_cancelled():
+                    raise _Cancelled()
+                pending.append(self._call_engine(job, indices, features, frames, options_json))
+                if len(pending) >= self.calls_in_flight:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
+            todo = self.pipeline.retry_tails(job, todo)
         return self.pipeline.finish(job)
 
     async def _call_engine(self, job, indices, features, frames, options_json):

@@ -1,0 +1,140 @@
+"""Start and stop a real Triton server of this project from Python (tests, bench, soak)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ManagedServer:
+    """`scripts/serve` on free loopback ports, its log in a temporary file."""
+
+    def __init__(self, env: Optional[Dict[str, str]] = None, extra_args: Optional[List[str]] = None,
+                 ready_timeout: float = 600.0):
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.extra_args = extra_args or []
+        self.ready_timeout = ready_timeout
+        self.log_path = Path(tempfile.mkstemp(prefix="triton-", suffix=".log")[1])
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> "ManagedServer":
+        cmd = [sys.executable, "-m", "whisper_service.launcher",
+               f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+               f"--metrics-port={self.metrics_port}", *self.extra_args]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        self.wait_ready(self.ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def server_pid(self) -> Optional[int]:
+        """pid of tritonserver itself (the launcher's child)."""
+        for pid in _children(self.process.pid if self.process else -1):
+            if _cmdline(pid).split(" ")[0].endswith("tritonserver"):
+                return pid
+        return None
+
+    def stub_pids(self, model: Optional[str] = None) -> List[int]:
+        """pids of the Python-backend stub processes (of one model, if named)."""
+        stubs = []
+        server = self.server_pid()
+        for pid in _children(server) if server else []:
+            args = _cmdline(pid).split(" ")
+            if args and args[0].endswith("triton_python_backend_stub") and len(args) > 1:
+                if model is None or Path(args[1]).parent.parent.name == model:
+                    stubs.append(pid)
+        return stubs
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and all its stubs."""
+        server = self.server_pid()
+        pids = ([server] + _children(server)) if server else []
+        return sum(_rss(pid) for pid in pids)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def __enter__(self) -> "ManagedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _children(pid: int) -> List[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
