@@ -79,8 +79,10 @@ def command(args: argparse.Namespace, backends: Path) -> List[str]:
         f"--log-verbose={args.log_verbose}",
     ]
     if args.admin_key:
-        for protocol in ("http", "grpc"):
-            cmd.append(f"--{protocol}-restricted-api=model-repository:admin-key={args.admin_key}")
+        # Load/unload/index need the header `admin-key: <key>`; inference, health and
+        # metadata stay open.
+        restriction = f"model-repository:admin-key={args.admin_key}"
+        cmd += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     return cmd + list(args.extra)
 
 

@@ -122,7 +122,7 @@ class TritonPythonModel:
             model_name=self.engine_name, inputs=inputs, requested_output_names=["WINDOW_RESULT"],
         ).async_exec()
         if response.has_error():
-            raise _EngineError.from_triton(response.error())
+            raise _EngineError.from_triton(response.error(), self.engine_name)
         results = pb_utils.get_output_tensor_by_name(response, "WINDOW_RESULT").as_numpy()
         for index, raw in zip(indices, results.reshape(-1)):
             job.results[index] = json.loads(raw)
@@ -171,12 +171,16 @@ class _EngineError(Exception):
         self.reason = reason
 
     @classmethod
-    def from_triton(cls, error):
+    def from_triton(cls, error, engine):
         code = error.code()
         message = error.message()
         if code == pb_utils.TritonError.INVALID_ARG:
             # The engine's own words are for the caller (e.g. language not supported).
             return cls(message, code, "engine_invalid_argument")
+        if "is not ready" in message or "unknown model" in message.lower():
+            return cls(f"model '{engine}' is not loaded (unloaded through the repository API?); "
+                       f"load it with POST /v2/repository/models/{engine}/load",
+                       pb_utils.TritonError.UNAVAILABLE, "engine_not_loaded")
         if code == pb_utils.TritonError.UNAVAILABLE or "queue" in message.lower():
             return cls(f"the engine is overloaded: {message}", pb_utils.TritonError.UNAVAILABLE,
                        "overloaded")
