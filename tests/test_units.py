@@ -1,0 +1,222 @@
+"""Pure logic without a model or a server: windows, time maps, token splitting, options,
+stitching, settings and the result schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from whisper_service.accuracy import cer, wer
+from whisper_service.errors import InvalidInputError
+from whisper_service.options import DecodeOptions, Limits, parse_options
+from whisper_service.segments import split_by_timestamps
+from whisper_service.settings import mel_bins, read_config_parameters, resolve
+from whisper_service.stitch import stitch
+from whisper_service.windows import (SAMPLE_RATE, WINDOW_SAMPLES, Window, fixed_windows,
+                                     speech_windows, tail)
+from whisper_triton.result import Transcription
+
+pytestmark = pytest.mark.unit
+TS = 1000  # a stand-in timestamp_begin
+
+
+def tone(seconds, amplitude=0.3, freq=300):
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def silence(seconds):
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------- windows
+def test_windows_cover_long_audio_within_30_s_and_cut_in_the_quiet():
+    # 27 s of sound, 0.5 s pause, 30 s of sound, 0.5 s pause, 10 s of sound
+    audio = np.concatenate([tone(27), silence(0.5), tone(30), silence(0.5), tone(10)])
+    windows = fixed_windows(audio)
+    assert all(w.audio.size <= WINDOW_SAMPLES for w in windows)
+    first_cut = windows[1].spans[0][1] / SAMPLE_RATE
+    assert 27.0 <= first_cut <= 27.5 + 0.3  # in the pause (or its lead-in)
+    # every loud sample belongs to exactly one window
+    covered = np.zeros(audio.size, dtype=int)
+    for w in windows:
+        for _, start, length in w.spans:
+            covered[start:start + length] += 1
+    loud = np.abs(audio) > 0
+    assert covered[loud].min() == 1 and covered.max() == 1
+
+
+def test_windows_skip_leading_and_inner_silence():
+    audio = np.concatenate([silence(50), tone(5), silence(70), tone(3)])
+    windows = fixed_windows(audio)
+    assert len(windows) == 2
+    assert windows[0].start == pytest.approx(50 - 0.3, abs=0.03)
+    assert windows[1].start == pytest.approx(125 - 0.3, abs=0.03)
+
+
+def test_silent_audio_gives_no_window():
+    assert fixed_windows(silence(40)) == []
+    assert fixed_windows(np.zeros(0, dtype=np.float32)) == []
+
+
+def test_window_time_maps_back_to_the_upload():
+    audio = np.concatenate([tone(2), silence(10), tone(3)])
+    speech = [(0, 2 * SAMPLE_RATE), (12 * SAMPLE_RATE, 15 * SAMPLE_RATE)]
+    (window,) = speech_windows(audio, speech)
+    assert window.duration == pytest.approx(5.0)
+    assert window.to_original(1.0) == pytest.approx(1.0)
+    assert window.to_original(2.5) == pytest.approx(12.5)
+    assert window.to_original(2.0, is_end=True) == pytest.approx(2.0)
+    assert window.to_original(2.0) == pytest.approx(12.0)
+    assert window.to_original(5.0, is_end=True) == pytest.approx(15.0)
+
+
+def test_speech_spans_longer_than_a_window_are_split():
+    audio = tone(70)
+    windows = speech_windows(audio, [(0, audio.size)])
+    assert [round(w.duration) for w in windows] == [30, 30, 10]
+
+
+def test_tail_keeps_the_time_map():
+    audio = np.concatenate([tone(2), silence(10), tone(3)])
+    (window,) = speech_windows(audio, [(0, 2 * SAMPLE_RATE), (12 * SAMPLE_RATE, 15 * SAMPLE_RATE)])
+    rest = tail(window, 1.5)
+    assert rest.duration == pytest.approx(3.5)
+    assert rest.to_original(0.0) == pytest.approx(1.5)
+    assert rest.to_original(1.0) == pytest.approx(12.5)
+
+
+# ------------------------------------------------------------------------ token splitting
+def test_segments_between_timestamp_pairs():
+    tokens = [TS + 0, 1, 2, TS + 50, TS + 50, 3, TS + 100]
+    segments, covered = split_by_timestamps(tokens, TS, 5.0)
+    assert [(s["start"], s["end"], s["tokens"]) for s in segments] == [(0.0, 1.0, [1, 2]), (1.0, 2.0, [3])]
+    assert covered == 5.0  # single timestamp at the end: nothing more to say
+
+
+def test_unfinished_last_segment_is_dropped_and_reported():
+    segments, covered = split_by_timestamps([TS + 0, 1, 2, TS + 50, TS + 50, 3, 4], TS, 10.0)
+    assert [s["tokens"] for s in segments] == [[1, 2]]
+    assert covered == 1.0
+
+
+def test_text_without_timestamps_is_one_segment():
+    segments, covered = split_by_timestamps([5, 6], TS, 4.0)
+    assert segments == [{"start": 0.0, "end": 4.0, "tokens": [5, 6]}]
+    assert covered == 4.0
+    assert split_by_timestamps([], TS, 4.0) == ([], 4.0)
+
+
+# ------------------------------------------------------------------------------ options
+LIMITS = Limits()
+
+
+def test_defaults_and_text_inputs():
+    options = parse_options({"LANGUAGE": b" ZH ", "TASK": b"translate", "HOTWORDS": b"ComfyUI"}, LIMITS)
+    assert options == DecodeOptions(language="zh", task="translate", hotwords="ComfyUI")
+    assert parse_options({"LANGUAGE": b"auto"}, LIMITS).language is None
+    assert DecodeOptions.from_json(options.to_json()) == options
+    assert DecodeOptions.from_json(b"") == DecodeOptions()
+
+
+@pytest.mark.parametrize("raw,words", [
+    ({"LANGUAGE": b"klingon"}, "LANGUAGE"),
+    ({"TASK": b"summarize"}, "TASK"),
+    ({"BEAM_SIZE": 0}, "BEAM_SIZE"),
+    ({"BEAM_SIZE": 11}, "BEAM_SIZE"),
+    ({"TEMPERATURE": float("nan")}, "TEMPERATURE"),
+    ({"TEMPERATURE": 1.5}, "TEMPERATURE"),
+    ({"INITIAL_PROMPT": b"x" * 1001}, "INITIAL_PROMPT"),
+    ({"HOTWORDS": b"\xff\xfe"}, "UTF-8"),
+])
+def test_bad_options_say_what_to_change(raw, words):
+    with pytest.raises(InvalidInputError) as info:
+        parse_options(raw, LIMITS)
+    assert words in str(info.value)
+
+
+def test_limits_from_parameters():
+    limits = Limits.from_parameters({"max_beam_size": "3", "max_audio_seconds": "60"})
+    assert limits.max_beam_size == 3 and limits.max_audio_seconds == 60.0
+    with pytest.raises(ValueError):
+        Limits.from_parameters({"max_beam_size": "0"})
+
+
+# ----------------------------------------------------------------------------- stitching
+def test_stitch_puts_segments_on_the_upload_time_line_in_order():
+    audio = np.concatenate([tone(2), silence(10), tone(3)])
+    (window,) = speech_windows(audio, [(0, 2 * SAMPLE_RATE), (12 * SAMPLE_RATE, 15 * SAMPLE_RATE)])
+    later = Window(audio=tone(1), spans=[(0, 20 * SAMPLE_RATE, SAMPLE_RATE)])
+    result = {"language": "en", "language_probability": 0.9, "avg_logprob": -0.2,
+              "no_speech_prob": 0.01, "compression_ratio": 1.2, "temperature": 0.0}
+    results = [
+        dict(result, segments=[{"start": 20 * 0, "end": 0.5, "text": " third"}]),
+        dict(result, segments=[{"start": 0.0, "end": 1.8, "text": " one"},
+                               {"start": 2.2, "end": 4.9, "text": " two"}]),
+    ]
+    out = stitch([later, window], results, DecodeOptions(), duration=21.0)
+    assert [(s.start, s.end, s.text) for s in out.segments] == [
+        (0.0, 1.8, " one"), (12.2, 14.9, " two"), (20.0, 20.5, " third")]
+    assert [s.id for s in out.segments] == [0, 1, 2]
+    assert out.text == "one two third" and out.language == "en"
+
+
+def test_stitch_of_nothing_is_empty():
+    out = stitch([], [], DecodeOptions(), duration=3.0)
+    assert out.text == "" and out.segments == [] and out.language is None
+
+
+# ------------------------------------------------------------------------------ settings
+def test_auto_settings_follow_the_device(tmp_path):
+    cpu = resolve({}, gpu_available=False, env={}, materialize=False)
+    assert (cpu.model, cpu.device, cpu.compute_type) == ("base", "cpu", "int8")
+    gpu = resolve({}, gpu_available=True, env={}, materialize=False)
+    assert (gpu.model, gpu.device, gpu.compute_type) == ("large-v3", "cuda", "float16")
+    assert gpu.n_mels == 128 and cpu.n_mels == 80
+    assert "no GPU" in cpu.reason
+
+
+def test_environment_wins_and_model_size_is_an_alias():
+    chosen = resolve({"model": "tiny"}, False, env={"MODEL_SIZE": "small"}, materialize=False)
+    assert chosen.model == "small"
+    chosen = resolve({"model": "tiny"}, False, env={"WHISPER_MODEL": "medium", "MODEL_SIZE": "small"},
+                     materialize=False)
+    assert chosen.model == "medium"
+    with pytest.raises(ValueError):
+        resolve({}, False, env={"WHISPER_DEVICE": "cuda"})
+
+
+def test_mel_bins_from_a_model_directory(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"feature_size": 128}))
+    assert mel_bins(str(tmp_path)) == 128
+    assert mel_bins("distil-large-v3") == 128 and mel_bins("base") == 80
+
+
+def test_engine_parameters_are_read_from_its_config(tmp_path):
+    config = tmp_path / "config.pbtxt"
+    config.write_text('parameters { key: "model" value: { string_value: "tiny.en" } }\n'
+                      'parameters { key: "device" value: { string_value: "cpu" } }\n')
+    assert read_config_parameters(config) == {"model": "tiny.en", "device": "cpu"}
+
+
+# ------------------------------------------------------------------------ result schema
+def test_result_json_round_trip_without_and_with_words():
+    data = {"text": "hi", "language": "en", "language_probability": 0.9, "duration": 1.0,
+            "task": "transcribe", "duration_after_vad": None,
+            "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": " hi", "avg_logprob": -0.1,
+                          "no_speech_prob": 0.0, "compression_ratio": 1.0, "temperature": 0.0,
+                          "language": "en", "words": [{"start": 0.0, "end": 0.5, "word": " hi",
+                                                       "probability": 0.9}]}]}
+    parsed = Transcription.from_json(json.dumps(data))
+    assert parsed.words[0].word == " hi"
+    assert json.loads(parsed.to_json()) == data
+    data["segments"][0].pop("words")
+    assert "words" not in json.loads(Transcription.from_dict(data).to_json())["segments"][0]
+
+
+def test_error_rates():
+    assert wer("Ask not, what", "ask not what") == 0.0
+    assert wer("a b c d", "a x c") == 0.5
+    assert cer("甚至出现", "甚至出") == 0.25
