@@ -98,6 +98,21 @@ class WhisperEngine:
             model.model.unload_model()
             self.model = None
 
+    def warm_up(self, windows: int) -> None:
+        """Touch every stage once (encode, language detection, generation, alignment) on silence.
+
+        Generation is cut to a few tokens: Whisper on silence can babble up to the length
+        limit at every fallback temperature, which would only make loading slow.
+        """
+        features = np.zeros((windows, self.n_mels, 3000), dtype=np.float32)
+        encoder_output = self.model.encode(features)
+        if self.multilingual:
+            self.model.model.detect_language(encoder_output)
+        prompt = self._prompt(self.tokenizer("en", "transcribe"), DecodeOptions())
+        self.model.model.generate(encoder_output, [prompt] * windows, beam_size=5,
+                                  max_length=len(prompt) + 4, return_scores=True,
+                                  return_no_speech_prob=True)
+
     # ----------------------------------------------------------------- the batch entry point
     def transcribe_windows(
         self,

@@ -9,6 +9,7 @@ passed on so Triton drains in-flight requests and stops its stub processes befor
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import sys
 import sysconfig
 from pathlib import Path
 from typing import List, Optional
+
+from whisper_service.watchdog import RepositoryApi, StubWatchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = ROOT / "model_repository"
@@ -97,6 +100,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--admin-key", default=env("TRITON_ADMIN_KEY", ""),
                         help="restrict the model-repository API to requests with header admin-key")
     parser.add_argument("--log-verbose", type=int, default=int(env("TRITON_LOG_VERBOSE", "0")))
+    parser.add_argument("--watchdog-interval", type=float,
+                        default=float(env("WHISPER_WATCHDOG_INTERVAL", "5")),
+                        help="seconds between checks for dead stub processes (0 = off)")
     parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
     return parser.parse_args(argv)
 
@@ -115,6 +121,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if args.watchdog_interval > 0:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        watchdog = StubWatchdog(lambda: server.pid if server.poll() is None else None,
+                                RepositoryApi(f"127.0.0.1:{args.http_port}", args.admin_key),
+                                interval=args.watchdog_interval)
+        watchdog.start()
     return server.wait()
 
 

@@ -47,6 +47,13 @@ class TritonPythonModel:
         responses = [None] * len(requests)
         features, frames, options, owners = [], [], [], []
         for r, request in enumerate(requests):
+            raw_options = pb_utils.get_input_tensor_by_name(request, "OPTIONS").as_numpy()
+            if not any(raw_options.reshape(-1)):
+                # Only model_warmup sends empty OPTIONS (with zero features of a fixed mel
+                # count): warm up on silence of the model's own shape.
+                self.engine.warm_up(raw_options.size)
+                responses[r] = _response([{"segments": []}] * raw_options.size)
+                continue
             try:
                 f, n, o = self._read(request)
             except InvalidInputError as exc:
@@ -68,11 +75,6 @@ class TritonPythonModel:
         features = pb_utils.get_input_tensor_by_name(request, "FEATURES").as_numpy()
         frames = pb_utils.get_input_tensor_by_name(request, "NUM_FRAMES").as_numpy().reshape(-1)
         raw_options = pb_utils.get_input_tensor_by_name(request, "OPTIONS").as_numpy().reshape(-1)
-        if not any(raw_options):
-            # Only model_warmup sends empty options (and zero features of a fixed mel count):
-            # warm up on silence of the model's own shape.
-            features = np.zeros((len(raw_options), self.engine.n_mels, 3000), dtype=np.float32)
-            frames = np.full(len(raw_options), 3000)
         if features.shape[1] != self.engine.n_mels:
             raise InvalidInputError(
                 f"FEATURES has {features.shape[1]} mel bins; the served model expects "
