@@ -16,6 +16,9 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
@@ -89,6 +92,17 @@ def command(args: argparse.Namespace, backends: Path) -> List[str]:
     return cmd + list(args.extra)
 
 
+def in_flight(metrics_port: int) -> float:
+    """Requests the whisper model is working on, from its gauge (0 when unknown)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("whisper_requests_in_flight{"))
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="scripts/serve", description=__doc__.split("\n\n")[0])
@@ -115,9 +129,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("starting:", " ".join(cmd), file=sys.stderr, flush=True)
     server = subprocess.Popen(cmd, env=server_environment())
 
+    stopping = threading.Event()
+
     def forward(signum, _frame):
+        if server.poll() is not None:
+            return
+        if stopping.is_set():
+            server.send_signal(signal.SIGTERM)  # a second signal: stop now
+            return
+        stopping.set()
+        threading.Thread(target=drain_then_stop, daemon=True).start()
+
+    def drain_then_stop():
+        # Triton's own drain does not see a request that waits on a BLS call, and it stops the
+        # engine under it: wait for the front's own in-flight gauge to reach zero first.
+        deadline = time.monotonic() + args.exit_timeout
+        while time.monotonic() < deadline and in_flight(args.metrics_port) > 0:
+            time.sleep(0.2)
         if server.poll() is None:
-            server.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+            server.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -49,8 +49,20 @@ class SpeechMetrics:
             description="Failed requests by reason",
             kind=family.COUNTER,
         )
+        self._in_flight_family = family(
+            name="whisper_requests_in_flight",
+            description="Requests the whisper model is working on now (the launcher drains them on SIGTERM)",
+            kind=family.GAUGE,
+        )
+        self._in_flight = self._in_flight_family.Metric(labels=self._labels)
         self._by_language: Dict[str, object] = {}
         self._by_reason: Dict[str, object] = {}
+
+    def started(self) -> None:
+        self._in_flight.increment(1)
+
+    def finished(self) -> None:
+        self._in_flight.increment(-1)
 
     def done(self, transcriptions: Iterable, seconds: float, audio_seconds: float) -> None:
         self._audio.increment(audio_seconds)

@@ -62,6 +62,13 @@ class TritonPythonModel:
         return await asyncio.gather(*(self._respond(request) for request in requests))
 
     async def _respond(self, request):
+        self.metrics.started()
+        try:
+            return await self._answer(request)
+        finally:
+            self.metrics.finished()
+
+    async def _answer(self, request):
         started = time.perf_counter()
         try:
             rows = _rows(request)
