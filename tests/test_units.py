@@ -220,3 +220,44 @@ def test_error_rates():
     assert wer("Ask not, what", "ask not what") == 0.0
     assert wer("a b c d", "a x c") == 0.5
     assert cer("甚至出现", "甚至出") == 0.25
+
+
+# ------------------------------------------------------------------------------ packing
+from whisper_service import packing  # noqa: E402
+
+
+def test_plan_packs_short_windows_with_equal_keys_first_fit():
+    assert packing.plan([400, 1000, 2000, 300, 500, 1500], ["a", "a", "a", None, "b", "a"]) == [
+        [0, 1], [2], [3], [4], [5]]
+    assert packing.plan([1000] * 4, ["k"] * 4) == [[0, 1], [2, 3]]
+    assert packing.plan([500, 500], ["x", "y"]) == [[0], [1]]
+
+
+def test_pack_features_lays_clips_side_by_side_with_their_own_silence():
+    clips = np.stack([np.full((2, 3000), float(i)) for i in range(3)])
+    for i in range(3):
+        clips[i, :, :] = -1.0          # padding ("silence") of each clip
+        clips[i, :, :[400, 300, 200][i]] = i + 1.0
+    packed, content = packing.pack_features(clips, [400, 300, 200])
+    assert content == 400 + 100 + 300 + 100 + 200
+    assert (packed[:, :400] == 1).all() and (packed[:, 400:500] == -1).all()
+    assert (packed[:, 500:800] == 2).all() and (packed[:, 900:1100] == 3).all()
+    assert (packed[:, 1100:] == -1).all()
+
+
+def test_split_result_gives_each_clip_its_words_in_its_own_time():
+    word = lambda w, s, e: {"word": w, "start": s, "end": e, "probability": 0.9}  # noqa: E731
+    packed = {"language": "en", "language_probability": 1.0, "avg_logprob": -0.2,
+              "no_speech_prob": 0.0, "compression_ratio": 1.1, "temperature": 0.0, "covered": 6.3,
+              "segments": [{"start": 0.0, "end": 6.2, "text": " one two three",
+                            "words": [word(" one", 0.1, 0.6), word(" two", 1.2, 1.8),
+                                      word(" three", 5.2, 5.9)]}]}
+    # clips of 2 s and 3 s and 1 s: offsets 0, 3 and 7 s (1 s gaps)
+    clips = packing.split_result(packed, [200, 300, 100], keep_words=[True, False, True])
+    assert [s["text"] for s in clips[0]["segments"]] == [" one two"]
+    assert clips[0]["segments"][0]["words"][1]["end"] == 1.8
+    assert clips[1]["segments"][0]["text"] == " three"
+    assert (clips[1]["segments"][0]["start"], clips[1]["segments"][0]["end"]) == (2.2, 2.9)
+    assert "words" not in clips[1]["segments"][0]
+    assert clips[2]["segments"] == []
+    assert [c["covered"] for c in clips] == [2.0, 3.0, 0.0]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import ctranslate2
@@ -20,6 +21,7 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 
+from whisper_service import packing
 from whisper_service.errors import InvalidInputError
 from whisper_service.options import DecodeOptions
 from whisper_service.segments import split_by_timestamps
@@ -65,16 +67,19 @@ def temperature_schedule(first: float) -> List[float]:
 
 
 class WhisperEngine:
-    def __init__(self, settings: ModelSettings, device_index: int = 0):
+    def __init__(self, settings: ModelSettings, device_index: int = 0, pack_windows: bool = True):
         self.settings = settings
+        self.pack_windows = pack_windows
         self.model = WhisperModel(
             settings.model_path,
             device=settings.device,
             device_index=device_index,
             compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads,
+            num_workers=settings.cpu_workers,
             download_root=settings.download_root,
         )
+        self._pool = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="ct2-worker")
         self.multilingual = self.model.model.is_multilingual
         self.n_mels = self.model.model.n_mels
         self._tokenizers: Dict[Tuple[str, str], Tokenizer] = {}
@@ -121,14 +126,70 @@ class WhisperEngine:
         options: Sequence[DecodeOptions],
     ) -> List[WindowOutcome]:
         """One outcome per window: a result dict in window time, or the exception it raised."""
+        outcomes: List[Optional[WindowOutcome]] = [self._unsupported(o) for o in options]
+        valid = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        packs = packing.plan([num_frames[i] for i in valid],
+                             [self._pack_key(options[i]) for i in valid])
+        members = [[valid[j] for j in pack] for pack in packs]
+        batch, frames, batch_options = [], [], []
+        for group in members:
+            if len(group) == 1:
+                batch.append(features[group[0]])
+                frames.append(num_frames[group[0]])
+                batch_options.append(options[group[0]])
+            else:
+                packed, content = packing.pack_features(features[group], [num_frames[i] for i in group])
+                batch.append(packed)
+                frames.append(content)
+                # word timings tell which clip each word was said in
+                batch_options.append(replace(options[group[0]], word_timestamps=True))
+        if not batch:
+            return outcomes  # type: ignore[return-value]
+        decoded = self._decode_in_parallel(np.stack(batch), frames, batch_options)
+        for group, outcome in zip(members, decoded):
+            if len(group) == 1 or isinstance(outcome, Exception):
+                for i in group:
+                    outcomes[i] = outcome
+            else:
+                split = packing.split_result(outcome, [num_frames[i] for i in group],
+                                             [options[i].word_timestamps for i in group])
+                for i, result in zip(group, split):
+                    outcomes[i] = result
+        return outcomes  # type: ignore[return-value]
+
+    def _decode_in_parallel(self, features, frames, options) -> List[WindowOutcome]:
+        """Split the batch among the CPU workers (CTranslate2 runs them in parallel)."""
+        workers = min(self.settings.cpu_workers, len(options))
+        if workers <= 1:
+            return self._decode(features, frames, options)
+        parts = [list(range(len(options)))[w::workers] for w in range(workers)]
+        jobs = [self._pool.submit(self._decode, features[p], [frames[i] for i in p],
+                                  [options[i] for i in p]) for p in parts]
+        outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
+        for part, job in zip(parts, jobs):
+            for i, outcome in zip(part, job.result()):
+                outcomes[i] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _pack_key(self, opts: DecodeOptions):
+        """Windows with equal keys may share one packed window (None: never packed).
+
+        Packed clips share one language, so only windows whose language is known qualify.
+        """
+        if not self.pack_windows or (self.multilingual and not opts.language):
+            return None
+        return replace(opts, word_timestamps=False)
+
+    def _decode(
+        self,
+        features: np.ndarray,
+        num_frames: Sequence[int],
+        options: Sequence[DecodeOptions],
+    ) -> List[WindowOutcome]:
         outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
         groups: Dict[tuple, List[int]] = {}
         for index, opts in enumerate(options):
-            problem = self._unsupported(opts)
-            if problem is not None:
-                outcomes[index] = problem
-            else:
-                groups.setdefault(opts.generation_key(), []).append(index)
+            groups.setdefault(opts.generation_key(), []).append(index)
         for indices in groups.values():
             try:
                 results = self._run_group(features[indices], [num_frames[i] for i in indices],

@@ -27,6 +27,7 @@ _ENV_KEYS = {
     "device": ("WHISPER_DEVICE",),
     "compute_type": ("WHISPER_COMPUTE_TYPE",),
     "cpu_threads": ("WHISPER_CPU_THREADS",),
+    "cpu_workers": ("WHISPER_CPU_WORKERS",),
     "download_root": ("WHISPER_DOWNLOAD_ROOT",),
 }
 
@@ -41,6 +42,9 @@ class ModelSettings:
     """cpu or cuda."""
     compute_type: str
     cpu_threads: int
+    """CTranslate2 threads per worker on the CPU."""
+    cpu_workers: int
+    """Parallel CTranslate2 workers on the CPU; each engine batch is split among them."""
     download_root: Optional[str]
     reason: str
     """One sentence for the log: why this model, device and compute type."""
@@ -91,10 +95,17 @@ def resolve(
         compute_type = "float16" if device == "cuda" else "int8"
         compute_src = f"default for {device}"
 
+    cores = len(os.sched_getaffinity(0))
+    workers_text, _ = _pick("cpu_workers", params, env)
+    # Small matrices use one thread better than two: on the CPU, by default, one worker of
+    # one thread per core, each taking part of every batch.
+    cpu_workers = cores if workers_text == "auto" else max(1, int(workers_text))
+    if device != "cpu":
+        cpu_workers = 1
     threads_text, _ = _pick("cpu_threads", params, env)
     cpu_threads = 0 if threads_text == "auto" else int(threads_text)
     if cpu_threads <= 0:
-        cpu_threads = len(os.sched_getaffinity(0))
+        cpu_threads = max(1, cores // cpu_workers)
 
     download_root, _ = _pick("download_root", params, env)
     download_root = None if download_root == "auto" else download_root
@@ -108,7 +119,8 @@ def resolve(
 
     reason = (
         f"model {model} ({model_src}) -> {model_path}; device {device} ({device_src}); "
-        f"compute type {compute_type} ({compute_src}); {cpu_threads} CPU threads"
+        f"compute type {compute_type} ({compute_src}); "
+        f"{cpu_workers} worker(s) x {cpu_threads} CPU thread(s)"
     )
     return ModelSettings(
         model=model,
@@ -116,6 +128,7 @@ def resolve(
         device=device,
         compute_type=compute_type,
         cpu_threads=cpu_threads,
+        cpu_workers=cpu_workers,
         download_root=download_root,
         reason=reason,
     )

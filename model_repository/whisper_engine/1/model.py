@@ -36,7 +36,10 @@ class TritonPythonModel:
         self.settings = model_settings.resolve(
             model_settings.config_parameters(config), gpu_available=on_gpu or _cuda_visible())
         pb_utils.Logger.log_info(f"whisper_engine loading: {self.settings.reason}")
-        self.engine = WhisperEngine(self.settings, device_index=device_index)
+        params = model_settings.config_parameters(config)
+        pack = os.environ.get("WHISPER_PACK_WINDOWS", params.get("pack_short_windows", "true"))
+        self.engine = WhisperEngine(self.settings, device_index=device_index,
+                                    pack_windows=pack.lower() in ("1", "true", "yes"))
         self.metrics = EngineMetrics(pb_utils, model=args["model_name"])
         pb_utils.Logger.log_info(
             f"whisper_engine ready: {self.engine.n_mels} mel bins, "

@@ -1,0 +1,116 @@
+"""Pack several short windows into one 30 s window, and split the result back.
+
+Whisper always encodes 30 s, so a 4 s clip pays for 30 s of encoder work. Short windows that
+share their decoding options are laid side by side in one window (their log-mel frames, with
+a second of their own silence between them), decoded once with word timings, and each word
+goes back to the clip it was said in. Pure functions: no model needed to test them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+FRAMES = 3000            # log-mel frames in a window (100 per second)
+FRAMES_PER_SECOND = 100
+GAP_FRAMES = 100         # silence kept between packed clips
+MAX_CLIP_FRAMES = 1400   # only clips up to 14 s are worth packing
+
+
+def plan(frames: Sequence[int], keys: Sequence[Optional[Hashable]],
+         capacity: int = FRAMES, gap: int = GAP_FRAMES, max_clip: int = MAX_CLIP_FRAMES
+         ) -> List[List[int]]:
+    """Groups of window indices to decode as one window, in order of first member.
+
+    A None key means "decode alone". Clips are packed first-fit among windows with the same
+    key, each clip followed by `gap` frames of silence except the last.
+    """
+    packs: List[List[int]] = []
+    open_packs: Dict[Hashable, List[list]] = {}  # key -> [[members, frames used], ...]
+    for index, (length, key) in enumerate(zip(frames, keys)):
+        if key is None or length > max_clip:
+            packs.append([index])
+            continue
+        candidates = open_packs.setdefault(key, [])
+        target = next((c for c in candidates if c[1] + gap + length <= capacity), None)
+        if target is None:
+            target = [[], -gap]
+            candidates.append(target)
+            packs.append(target[0])
+        target[0].append(index)
+        target[1] += gap + length
+    return packs
+
+
+def offsets(frames: Sequence[int], gap: int = GAP_FRAMES) -> List[int]:
+    """Frame offset of each clip inside the packed window."""
+    result, position = [], 0
+    for length in frames:
+        result.append(position)
+        position += length + gap
+    return result
+
+
+def pack_features(features: np.ndarray, frames: Sequence[int], gap: int = GAP_FRAMES
+                  ) -> Tuple[np.ndarray, int]:
+    """One [n_mels, 3000] window from clips' features; also its content frames.
+
+    Each clip brings its own `gap` frames of padding (silence as that clip's features
+    normalise it); what is left of the window is the last clip's padding.
+    """
+    packed = np.empty_like(features[0])
+    position = 0
+    for clip, length in zip(features, frames):
+        take = min(length + gap, FRAMES - position)
+        packed[:, position:position + take] = clip[:, :take]
+        position += take
+    if position < FRAMES:
+        last = features[len(frames) - 1]
+        packed[:, position:] = last[:, frames[-1]:frames[-1] + FRAMES - position]
+    content = offsets(frames, gap)[-1] + frames[-1]
+    return packed, content
+
+
+def split_result(result: dict, frames: Sequence[int], keep_words: Sequence[bool],
+                 gap: int = GAP_FRAMES) -> List[dict]:
+    """The packed window's result (with word timings) as one result per clip, clip time."""
+    starts = [o / FRAMES_PER_SECOND for o in offsets(frames, gap)]
+    lengths = [f / FRAMES_PER_SECOND for f in frames]
+    # A word belongs to the clip whose span, extended to the middle of the gaps, holds it.
+    bounds = [starts[i + 1] - gap / FRAMES_PER_SECOND / 2 for i in range(len(frames) - 1)]
+
+    def owner(seconds: float) -> int:
+        return int(np.searchsorted(bounds, seconds, side="right"))
+
+    shared = {k: v for k, v in result.items() if k not in ("segments", "covered")}
+    clips = [dict(shared, segments=[]) for _ in frames]
+    for segment in result["segments"]:
+        words = segment.get("words") or []
+        if not words:
+            clip = owner((segment["start"] + segment["end"]) / 2)
+            clips[clip]["segments"].append(_shifted(segment, starts[clip], lengths[clip], []))
+            continue
+        by_clip: Dict[int, List[dict]] = {}
+        for word in words:
+            by_clip.setdefault(owner((word["start"] + word["end"]) / 2), []).append(word)
+        for clip, clip_words in sorted(by_clip.items()):
+            piece = dict(segment, text="".join(w["word"] for w in clip_words),
+                         start=clip_words[0]["start"], end=clip_words[-1]["end"])
+            clips[clip]["segments"].append(_shifted(piece, starts[clip], lengths[clip], clip_words))
+    covered = result.get("covered", starts[-1] + lengths[-1])
+    for clip, (start, length) in enumerate(zip(starts, lengths)):
+        clips[clip]["covered"] = round(min(max(covered - start, 0.0), length), 3)
+        if not keep_words[clip]:
+            for segment in clips[clip]["segments"]:
+                segment.pop("words", None)
+    return clips
+
+
+def _shifted(segment: dict, start: float, length: float, words: List[dict]) -> dict:
+    def clamp(t: float) -> float:
+        return round(min(max(t - start, 0.0), length), 3)
+
+    out = dict(segment, start=clamp(segment["start"]), end=clamp(segment["end"]))
+    out["words"] = [dict(w, start=clamp(w["start"]), end=clamp(w["end"])) for w in words]
+    return out
