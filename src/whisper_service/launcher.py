@@ -34,8 +34,16 @@ def _pytriton_dir() -> Path:
     return Path(pytriton.__file__).parent / "tritonserver"
 
 
+def installed_triton() -> Optional[Path]:
+    """A regular Triton install (the NVIDIA image's /opt/tritonserver), if there is one."""
+    directory = Path(os.environ.get("TRITONSERVER_DIR", "/opt/tritonserver"))
+    return directory if (directory / "bin" / "tritonserver").is_file() else None
+
+
 def backend_directory(target: Path) -> Path:
     """A backends/ folder with the Python backend and the stub for this interpreter."""
+    if installed_triton() is not None:
+        return installed_triton() / "backends"
     source = _pytriton_dir()
     python_dir = target / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +63,8 @@ def backend_directory(target: Path) -> Path:
 
 def server_environment() -> dict:
     env = dict(os.environ)
+    if installed_triton() is not None:
+        return env  # the image's Triton finds its own libraries and Python packages
     libs = [
         str(Path(sysconfig.get_paths()["purelib"]) / "nvidia_pytriton.libs"),
         # The stub embeds libpython: use this interpreter's, so its packages' ABI matches.
@@ -69,8 +79,9 @@ def server_environment() -> dict:
 
 
 def command(args: argparse.Namespace, backends: Path) -> List[str]:
+    binary = (installed_triton() or _pytriton_dir()) / "bin" / "tritonserver"
     cmd = [
-        str(_pytriton_dir() / "bin" / "tritonserver"),
+        str(binary),
         f"--model-repository={args.model_repository}",
         f"--backend-directory={backends}",
         f"--http-port={args.http_port}",
