@@ -58,7 +58,7 @@ def test_compose_file_follows_the_compose_specification():
     schema = _compose_schema()
     # The schema in the wheel predates the top-level `name` key of later Compose versions.
     compose.pop("name", None)
-    jsonschema.Draft7Validator(schema).validate(compose)
+    jsonschema.Draft201909Validator(schema).validate(compose)
     services = compose["services"]
     assert {"triton", "prometheus", "grafana"} <= set(services)
     devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.request
 
 import numpy as np
@@ -243,3 +244,19 @@ def test_two_files_in_one_request_row_each(triton_server):
     results = [json.loads(r) for r in response.as_numpy("RESULT").reshape(-1)]
     assert [r["language"] for r in results] == ["en", "zh"]
     assert wer(JFK.transcript, texts[0]) <= 0.15
+
+
+def test_metrics_show_triton_and_speech_series_after_traffic(triton_server):
+    if not triton_server.metrics_url:
+        pytest.skip("metrics URL unknown for an external server")
+    transcribe("grpc", triton_server.grpc_url, JFK.read_bytes(), vad_filter=True)
+    with urllib.request.urlopen(triton_server.metrics_url) as response:
+        text = response.read().decode()
+    assert re.search(r'^nv_inference_request_success\{model="whisper",version="1"\} [1-9]', text, re.M)
+    assert re.search(r'^nv_inference_queue_duration_us\{model="whisper_engine"', text, re.M)
+    audio = float(re.search(r'^whisper_audio_seconds_total\{model="whisper"\} (\S+)', text, re.M).group(1))
+    assert audio >= 11.0
+    assert re.search(r'^whisper_processing_seconds_per_audio_second_bucket\{.*le="\+Inf"\} [1-9]', text, re.M)
+    assert re.search(r'^whisper_engine_batch_windows_count\{model="whisper_engine"\} [1-9]', text, re.M)
+    assert re.search(r'^whisper_requests_total\{language="en",model="whisper"\} [1-9]', text, re.M)
+    assert re.search(r'^whisper_vad_removed_seconds_total\{model="whisper"\} ', text, re.M)
