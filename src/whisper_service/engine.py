@@ -131,40 +131,46 @@ class WhisperEngine:
         packs = packing.plan([num_frames[i] for i in valid],
                              [self._pack_key(options[i]) for i in valid])
         members = [[valid[j] for j in pack] for pack in packs]
-        batch, frames, batch_options = [], [], []
-        for group in members:
-            if len(group) == 1:
-                batch.append(features[group[0]])
-                frames.append(num_frames[group[0]])
-                batch_options.append(options[group[0]])
-            else:
+        packed_groups = [group for group in members if len(group) > 1]
+        alone = [group[0] for group in members if len(group) == 1]
+        if packed_groups:
+            batch, frames = [], []
+            for group in packed_groups:
                 packed, content = packing.pack_features(features[group], [num_frames[i] for i in group])
                 batch.append(packed)
                 frames.append(content)
-                # word timings tell which clip each word was said in
-                batch_options.append(replace(options[group[0]], word_timestamps=True))
-        if not batch:
-            return outcomes  # type: ignore[return-value]
-        decoded = self._decode_in_parallel(np.stack(batch), frames, batch_options)
-        for group, outcome in zip(members, decoded):
-            if len(group) == 1 or isinstance(outcome, Exception):
-                for i in group:
-                    outcomes[i] = outcome
-            else:
+            # Word timings tell which clip each word was said in. One temperature only: a
+            # packed window whose text looks wrong is not sampled again; its clips are
+            # decoded alone instead, with the usual fallback.
+            decoded = self._decode_in_parallel(
+                np.stack(batch), frames,
+                [replace(options[group[0]], word_timestamps=True) for group in packed_groups],
+                fallback=False)
+            for group, outcome in zip(packed_groups, decoded):
+                if isinstance(outcome, Exception) or _result_needs_fallback(outcome):
+                    alone.extend(group)
+                    continue
                 split = packing.split_result(outcome, [num_frames[i] for i in group],
                                              [options[i].word_timestamps for i in group])
                 for i, result in zip(group, split):
                     outcomes[i] = result
+        if alone:
+            alone.sort()
+            decoded = self._decode_in_parallel(features[alone], [num_frames[i] for i in alone],
+                                               [options[i] for i in alone])
+            for i, outcome in zip(alone, decoded):
+                outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
 
-    def _decode_in_parallel(self, features, frames, options) -> List[WindowOutcome]:
+    def _decode_in_parallel(self, features, frames, options, fallback: bool = True
+                            ) -> List[WindowOutcome]:
         """Split the batch among the CPU workers (CTranslate2 runs them in parallel)."""
         workers = min(self.settings.cpu_workers, len(options))
         if workers <= 1:
-            return self._decode(features, frames, options)
+            return self._decode(features, frames, options, fallback)
         parts = [list(range(len(options)))[w::workers] for w in range(workers)]
         jobs = [self._pool.submit(self._decode, features[p], [frames[i] for i in p],
-                                  [options[i] for i in p]) for p in parts]
+                                  [options[i] for i in p], fallback) for p in parts]
         outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
         for part, job in zip(parts, jobs):
             for i, outcome in zip(part, job.result()):
@@ -185,6 +191,7 @@ class WhisperEngine:
         features: np.ndarray,
         num_frames: Sequence[int],
         options: Sequence[DecodeOptions],
+        fallback: bool = True,
     ) -> List[WindowOutcome]:
         outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
         groups: Dict[tuple, List[int]] = {}
@@ -193,13 +200,14 @@ class WhisperEngine:
         for indices in groups.values():
             try:
                 results = self._run_group(features[indices], [num_frames[i] for i in indices],
-                                          [options[i] for i in indices])
+                                          [options[i] for i in indices], fallback)
             except Exception:  # noqa: BLE001 - find which window breaks the batch
                 log.exception("batch of %d windows failed; retrying them one by one", len(indices))
                 results = []
                 for i in indices:
                     try:
-                        results.extend(self._run_group(features[[i]], [num_frames[i]], [options[i]]))
+                        results.extend(self._run_group(features[[i]], [num_frames[i]], [options[i]],
+                                                       fallback))
                     except Exception as exc:  # noqa: BLE001 - belongs to this window only
                         log.exception("window failed")
                         results.append(exc)
@@ -225,13 +233,15 @@ class WhisperEngine:
 
     # ------------------------------------------------------------------------ one group
     def _run_group(
-        self, features: np.ndarray, num_frames: List[int], options: List[DecodeOptions]
+        self, features: np.ndarray, num_frames: List[int], options: List[DecodeOptions],
+        fallback: bool = True,
     ) -> List[dict]:
         encoder_output = self.model.encode(np.ascontiguousarray(features, dtype=np.float32))
         languages = self._languages(encoder_output, options)
         tokenizers = [self.tokenizer(lang, o.task) for (lang, _), o in zip(languages, options)]
         prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
-        decoded = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0])
+        decoded = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0],
+                                               fallback)
 
         results = []
         for i, dec in enumerate(decoded):
@@ -292,11 +302,13 @@ class WhisperEngine:
         prompts: List[List[int]],
         tokenizers: List[Tokenizer],
         opts: DecodeOptions,
+        fallback: bool = True,
     ) -> List[_Decoded]:
         pending = list(range(len(prompts)))
         attempts: List[List[_Decoded]] = [[] for _ in prompts]
         final: List[Optional[_Decoded]] = [None] * len(prompts)
-        for temperature in temperature_schedule(opts.temperature):
+        schedule = temperature_schedule(opts.temperature) if fallback else [opts.temperature]
+        for temperature in schedule:
             subset = _take(encoder_output, pending, len(prompts))
             outputs = self._generate(subset, [prompts[i] for i in pending], opts.beam_size, temperature)
             still = []
@@ -371,6 +383,11 @@ def _needs_fallback(dec: _Decoded) -> bool:
     if dec.no_speech_prob > NO_SPEECH_THRESHOLD and dec.avg_logprob < LOG_PROB_THRESHOLD:
         return False  # silence: a higher temperature will not find speech
     return dec.compression_ratio > COMPRESSION_RATIO_THRESHOLD or dec.avg_logprob < LOG_PROB_THRESHOLD
+
+
+def _result_needs_fallback(result: dict) -> bool:
+    return _needs_fallback(_Decoded([], result["avg_logprob"], result["no_speech_prob"],
+                                    result["compression_ratio"], result["temperature"]))
 
 
 def _take(encoder_output, indices: List[int], batch: int):

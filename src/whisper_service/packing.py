@@ -101,6 +101,10 @@ def split_result(result: dict, frames: Sequence[int], keep_words: Sequence[bool]
     covered = result.get("covered", starts[-1] + lengths[-1])
     for clip, (start, length) in enumerate(zip(starts, lengths)):
         clips[clip]["covered"] = round(min(max(covered - start, 0.0), length), 3)
+        if not clips[clip]["segments"]:
+            # Nothing was heard in this clip although it was loud enough to be sent: report
+            # it uncovered so that it is decoded again on its own.
+            clips[clip]["covered"] = 0.0
         if not keep_words[clip]:
             for segment in clips[clip]["segments"]:
                 segment.pop("words", None)
