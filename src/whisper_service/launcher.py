@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,15 +104,26 @@ def command(args: argparse.Namespace, backends: Path) -> List[str]:
     return cmd + list(args.extra)
 
 
+_PID_LABEL = re.compile(r'pid="(\d+)"')
+
+
 def in_flight(metrics_port: int) -> float:
-    """Requests the whisper model is working on, from its gauge (0 when unknown)."""
+    """Requests live whisper processes are working on, from their gauges (0 when unknown).
+
+    The series of a stub that died mid-request stays behind; its pid is gone, so it is skipped.
+    """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("whisper_requests_in_flight{"))
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("whisper_requests_in_flight{"):
+            pid = _PID_LABEL.search(line)
+            if pid is None or Path(f"/proc/{pid.group(1)}").exists():
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -7,6 +7,7 @@ into the backend (no lock, no I/O of ours); per-label Metric objects are created
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Iterable
 
 # Processing seconds per audio second: <1 is faster than real time.
@@ -54,7 +55,9 @@ class SpeechMetrics:
             description="Requests the whisper model is working on now (the launcher drains them on SIGTERM)",
             kind=family.GAUGE,
         )
-        self._in_flight = self._in_flight_family.Metric(labels=self._labels)
+        # Per process: a stub that dies mid-request leaves its series behind, and the
+        # launcher's drain must be able to ignore it.
+        self._in_flight = self._in_flight_family.Metric(labels={**self._labels, "pid": str(os.getpid())})
         self._by_language: Dict[str, object] = {}
         self._by_reason: Dict[str, object] = {}
 
