@@ -275,7 +275,8 @@ def main(argv=None) -> int:
                     sampler.reset_window()
                 run = load.run_level(protocol, url, requests, concurrency, args.request_timeout,
                                      args.level_seconds)
-                after = load.snapshot(http_url)
+                answered = sum(1 for r in run["results"] if r is not None)
+                after = load.settled_snapshot(http_url, before, answered)
                 row["peak_rss_bytes"] = sampler.window_peak if sampler else None
                 row.update(report.summarize(requests, run))
                 row.update(load.stats_delta(before, after, run["wall_s"]))

@@ -107,6 +107,24 @@ def snapshot(http_url: str) -> Dict[str, Dict]:
     return {model: model_stats(http_url, model) for model in (MODEL, ENGINE)}
 
 
+def settled_snapshot(http_url: str, before: Dict[str, Dict], answered: int,
+                     timeout: float = 5.0) -> Dict[str, Dict]:
+    """A snapshot taken once the front's statistics count every answered request.
+
+    Triton records a request's statistics after `execute` returns, which can be a moment after
+    the client already holds the response; reading at once would miss the last requests.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        after = snapshot(http_url)
+        counted = sum(_stat(after[MODEL], "inference_stats", kind, "count")
+                      - _stat(before[MODEL], "inference_stats", kind, "count")
+                      for kind in ("success", "fail"))
+        if counted >= answered or time.monotonic() >= deadline:
+            return after
+        time.sleep(0.05)
+
+
 def _stat(entry: Dict, *keys: str) -> int:
     for key in keys:
         entry = entry.get(key, {}) if isinstance(entry, dict) else {}
