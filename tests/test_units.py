@@ -261,3 +261,41 @@ def test_split_result_gives_each_clip_its_words_in_its_own_time():
     assert "words" not in clips[1]["segments"][0]
     assert clips[2]["segments"] == []
     assert [c["covered"] for c in clips] == [2.0, 3.0, 0.0]
+
+
+def test_a_word_said_across_two_packed_clips_is_caught():
+    word = lambda w, s, e: {"word": w, "start": s, "end": e}  # noqa: E731
+    # clips of 4 s each: speech at 0-4, 5-9 and 10-14 s (1 s gaps)
+    frames = [400, 400, 400]
+
+    def result(*words):
+        return {"segments": [{"start": 0.0, "end": 14.0, "text": "", "words": list(words)}]}
+
+    # A last word whose timing runs on into the gap (or just past it) is normal DTW.
+    assert packing.straddling_words(result(word(" eye.", 3.4, 5.1), word(" he", 5.2, 5.5)),
+                                    frames) == 0
+    # A word stretched from the middle of clip 2 deep into clip 3: the decode lost its place.
+    assert packing.straddling_words(result(word(" comfy", 6.7, 12.5), word(" i", 12.5, 12.6)),
+                                    frames) == 1
+
+
+def test_spread_gives_every_worker_a_window_when_clips_allow():
+    assert packing.spread([[0, 1, 2, 3]], 2) == [[0, 1], [2, 3]]
+    assert packing.spread([[0, 1, 2], [3]], 2) == [[0, 1, 2], [3]]
+    assert packing.spread([[0]], 2) == [[0]]
+    assert packing.spread([], 2) == []
+    assert packing.spread([[0, 1, 2, 3, 4]], 4) == [[0], [1], [2], [3, 4]]
+
+
+@pytest.mark.parametrize("seconds", [0.02, 4.0, 11.0, 29.97, 30.0])
+def test_window_features_equal_faster_whispers_on_30_s_of_padding(seconds):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from whisper_service.features import WindowFeatures
+
+    audio = np.concatenate([tone(seconds / 2), tone(seconds / 2, amplitude=0.05, freq=900)])
+    for n_mels in (80, 128):
+        padded = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+        padded[: audio.size] = audio
+        expected = FeatureExtractor(feature_size=n_mels)(padded, padding=160)[:, :3000]
+        np.testing.assert_allclose(WindowFeatures(n_mels).window(audio), expected, atol=1e-6)

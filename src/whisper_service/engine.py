@@ -125,55 +125,93 @@ class WhisperEngine:
         num_frames: Sequence[int],
         options: Sequence[DecodeOptions],
     ) -> List[WindowOutcome]:
-        """One outcome per window: a result dict in window time, or the exception it raised."""
+        """One outcome per window: a result dict in window time, or the exception it raised.
+
+        Short windows are packed (see packing). A packed window whose text is improbable, or
+        whose words run across clips, gives its clips back to be decoded alone. A clip that
+        comes back empty (Whisper ended the window early, after the clip before it) is packed
+        once more with the other such clips, then decoded alone; all in this same batch
+        rather than in another round trip through the front.
+        """
         outcomes: List[Optional[WindowOutcome]] = [self._unsupported(o) for o in options]
-        valid = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        packs = packing.plan([num_frames[i] for i in valid],
-                             [self._pack_key(options[i]) for i in valid])
-        members = [[valid[j] for j in pack] for pack in packs]
-        packed_groups = [group for group in members if len(group) > 1]
-        alone = [group[0] for group in members if len(group) == 1]
-        if packed_groups:
-            batch, frames = [], []
-            for group in packed_groups:
-                packed, content = packing.pack_features(features[group], [num_frames[i] for i in group])
-                batch.append(packed)
-                frames.append(content)
+        to_pack = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        alone: List[int] = []
+        for packing_round in range(2):
+            units = self._packed_units(features, num_frames, options, to_pack)
+            units += [self._alone(features, num_frames, options, i) for i in alone]
+            to_pack, alone = [], []
+            for unit, outcome in zip(units, self._decode_units(units)):
+                if len(unit.members) == 1:
+                    outcomes[unit.members[0]] = outcome
+                    continue
+                kept, skipped = self._split_packed(unit, outcome, num_frames, options)
+                for i, result in kept.items():
+                    outcomes[i] = result
+                alone.extend(i for i in unit.members if i not in kept and i not in skipped)
+                (to_pack if packing_round == 0 else alone).extend(skipped)
+        if alone:
+            units = [self._alone(features, num_frames, options, i) for i in sorted(alone)]
+            for unit, outcome in zip(units, self._decode_units(units)):
+                outcomes[unit.members[0]] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _packed_units(self, features, num_frames, options, indices: List[int]) -> List["_Unit"]:
+        packs = packing.plan([num_frames[i] for i in indices],
+                             [self._pack_key(options[i]) for i in indices])
+        if self.settings.device == "cpu":
+            packs = packing.spread(packs, self.settings.cpu_workers)
+        units = []
+        for pack in packs:
+            group = [indices[j] for j in pack]
+            if len(group) == 1:
+                units.append(self._alone(features, num_frames, options, group[0]))
+                continue
+            packed, content = packing.pack_features(features[group], [num_frames[i] for i in group])
             # Word timings tell which clip each word was said in. One temperature only: a
             # packed window whose text looks wrong is not sampled again; its clips are
             # decoded alone instead, with the usual fallback.
-            decoded = self._decode_in_parallel(
-                np.stack(batch), frames,
-                [replace(options[group[0]], word_timestamps=True) for group in packed_groups],
-                fallback=False)
-            for group, outcome in zip(packed_groups, decoded):
-                if isinstance(outcome, Exception) or _result_needs_fallback(outcome):
-                    alone.extend(group)
-                    continue
-                split = packing.split_result(outcome, [num_frames[i] for i in group],
-                                             [options[i].word_timestamps for i in group])
-                for i, result in zip(group, split):
-                    outcomes[i] = result
-        if alone:
-            alone.sort()
-            decoded = self._decode_in_parallel(features[alone], [num_frames[i] for i in alone],
-                                               [options[i] for i in alone])
-            for i, outcome in zip(alone, decoded):
-                outcomes[i] = outcome
-        return outcomes  # type: ignore[return-value]
+            units.append(_Unit(packed, content, replace(options[group[0]], word_timestamps=True),
+                               False, group))
+        return units
 
-    def _decode_in_parallel(self, features, frames, options, fallback: bool = True
-                            ) -> List[WindowOutcome]:
-        """Split the batch among the CPU workers (CTranslate2 runs them in parallel)."""
-        workers = min(self.settings.cpu_workers, len(options))
-        if workers <= 1:
-            return self._decode(features, frames, options, fallback)
-        parts = [list(range(len(options)))[w::workers] for w in range(workers)]
-        jobs = [self._pool.submit(self._decode, features[p], [frames[i] for i in p],
-                                  [options[i] for i in p], fallback) for p in parts]
-        outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
-        for part, job in zip(parts, jobs):
-            for i, outcome in zip(part, job.result()):
+    def _split_packed(self, unit: "_Unit", outcome: WindowOutcome, num_frames, options
+                      ) -> Tuple[Dict[int, dict], List[int]]:
+        """(results kept per clip, clips that came back empty); the rest go alone."""
+        frames = [num_frames[i] for i in unit.members]
+        if (isinstance(outcome, Exception) or _packed_needs_fallback(outcome)
+                or packing.straddling_words(outcome, frames)):
+            return {}, []
+        kept, skipped = {}, []
+        split = packing.split_result(outcome, frames,
+                                     [options[i].word_timestamps for i in unit.members])
+        for i, result in zip(unit.members, split):
+            # Repetition is judged clip by clip: uploads of one sentence packed together
+            # make a repetitive window, not a bad transcript.
+            text = "".join(seg["text"] for seg in result["segments"]).strip()
+            result["compression_ratio"] = compression_ratio(text)
+            if not result["segments"]:
+                skipped.append(i)
+            elif result["compression_ratio"] <= COMPRESSION_RATIO_THRESHOLD:
+                kept[i] = result
+        return kept, skipped
+
+    @staticmethod
+    def _alone(features, num_frames, options, index: int) -> "_Unit":
+        return _Unit(features[index], num_frames[index], options[index], True, [index])
+
+    def _decode_units(self, units: List["_Unit"]) -> List[WindowOutcome]:
+        """Decode windows, the CPU workers (CTranslate2 runs them in parallel) sharing them.
+
+        Packed and lone windows share the workers, so that no worker idles while another
+        has both kinds to do.
+        """
+        shares = _balanced(units, min(self.settings.cpu_workers, len(units)))
+        if len(shares) <= 1:
+            return self._decode(units)
+        jobs = [self._pool.submit(self._decode, [units[i] for i in share]) for share in shares]
+        outcomes: List[Optional[WindowOutcome]] = [None] * len(units)
+        for share, job in zip(shares, jobs):
+            for i, outcome in zip(share, job.result()):
                 outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
 
@@ -186,28 +224,24 @@ class WhisperEngine:
             return None
         return replace(opts, word_timestamps=False)
 
-    def _decode(
-        self,
-        features: np.ndarray,
-        num_frames: Sequence[int],
-        options: Sequence[DecodeOptions],
-        fallback: bool = True,
-    ) -> List[WindowOutcome]:
-        outcomes: List[Optional[WindowOutcome]] = [None] * len(options)
+    def _decode(self, units: Sequence["_Unit"]) -> List[WindowOutcome]:
+        outcomes: List[Optional[WindowOutcome]] = [None] * len(units)
         groups: Dict[tuple, List[int]] = {}
-        for index, opts in enumerate(options):
-            groups.setdefault(opts.generation_key(), []).append(index)
-        for indices in groups.values():
+        for index, unit in enumerate(units):
+            groups.setdefault((unit.options.generation_key(), unit.fallback), []).append(index)
+        for (_, fallback), indices in groups.items():
+            def run(chosen: List[int]) -> List[dict]:
+                return self._run_group(np.stack([units[i].features for i in chosen]),
+                                       [units[i].num_frames for i in chosen],
+                                       [units[i].options for i in chosen], fallback)
             try:
-                results = self._run_group(features[indices], [num_frames[i] for i in indices],
-                                          [options[i] for i in indices], fallback)
+                results = run(indices)
             except Exception:  # noqa: BLE001 - find which window breaks the batch
                 log.exception("batch of %d windows failed; retrying them one by one", len(indices))
                 results = []
                 for i in indices:
                     try:
-                        results.extend(self._run_group(features[[i]], [num_frames[i]], [options[i]],
-                                                       fallback))
+                        results.extend(run([i]))
                     except Exception as exc:  # noqa: BLE001 - belongs to this window only
                         log.exception("window failed")
                         results.append(exc)
@@ -236,7 +270,7 @@ class WhisperEngine:
         self, features: np.ndarray, num_frames: List[int], options: List[DecodeOptions],
         fallback: bool = True,
     ) -> List[dict]:
-        encoder_output = self.model.encode(np.ascontiguousarray(features, dtype=np.float32))
+        encoder_output = self._encode(features)
         languages = self._languages(encoder_output, options)
         tokenizers = [self.tokenizer(lang, o.task) for (lang, _), o in zip(languages, options)]
         prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
@@ -274,6 +308,16 @@ class WhisperEngine:
             for seg in result["segments"]:
                 del seg["tokens"]
         return results
+
+    def _encode(self, features: np.ndarray):
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if self.settings.device != "cpu" or len(features) == 1:
+            return self.model.encode(features)
+        # On the CPU a batched encode costs more per window than one window at a time
+        # (tiny.en int8, one thread: 380 ms alone, 424 ms each in fours, 487 ms in eights):
+        # the activations of one window stay in cache. Generation still runs batched.
+        outputs = [np.asarray(self.model.encode(features[i:i + 1])) for i in range(len(features))]
+        return ctranslate2.StorageView.from_array(np.concatenate(outputs))
 
     def _languages(self, encoder_output, options: List[DecodeOptions]) -> List[Tuple[str, float]]:
         chosen: List[Tuple[str, float]] = [
@@ -359,7 +403,11 @@ class WhisperEngine:
         by_tokenizer: Dict[int, List[int]] = {}
         for i in wanted:
             by_tokenizer.setdefault(id(tokenizers[i]), []).append(i)
-        for indices in by_tokenizer.values():
+        groups = list(by_tokenizer.values())
+        if self.settings.device == "cpu":
+            # One window at a time, like encode(): cheaper per window on the CPU.
+            groups = [[i] for group in groups for i in group]
+        for indices in groups:
             segment_lists = []
             for i in indices:
                 for seg in results[i]["segments"]:
@@ -379,15 +427,43 @@ class WhisperEngine:
                     seg.pop("seek", None)
 
 
+@dataclass
+class _Unit:
+    """One window to decode: a lone clip's, or several clips packed into one."""
+    features: np.ndarray  # [n_mels, 3000]
+    num_frames: int
+    options: DecodeOptions
+    fallback: bool
+    members: List[int]  # the batch's windows it answers for
+
+
+def _balanced(units: Sequence[_Unit], workers: int) -> List[List[int]]:
+    """Unit indices per worker, longest first onto the least loaded worker.
+
+    A window costs one encode plus generation roughly in proportion to its speech.
+    """
+    if workers <= 1:
+        return [list(range(len(units)))]
+    loads = [0.0] * workers
+    shares: List[List[int]] = [[] for _ in range(workers)]
+    cost = [1.0 + units[i].num_frames / packing.FRAMES for i in range(len(units))]
+    for i in sorted(range(len(units)), key=lambda i: -cost[i]):
+        w = loads.index(min(loads))
+        shares[w].append(i)
+        loads[w] += cost[i]
+    return [sorted(share) for share in shares if share]
+
+
 def _needs_fallback(dec: _Decoded) -> bool:
     if dec.no_speech_prob > NO_SPEECH_THRESHOLD and dec.avg_logprob < LOG_PROB_THRESHOLD:
         return False  # silence: a higher temperature will not find speech
     return dec.compression_ratio > COMPRESSION_RATIO_THRESHOLD or dec.avg_logprob < LOG_PROB_THRESHOLD
 
 
-def _result_needs_fallback(result: dict) -> bool:
-    return _needs_fallback(_Decoded([], result["avg_logprob"], result["no_speech_prob"],
-                                    result["compression_ratio"], result["temperature"]))
+def _packed_needs_fallback(result: dict) -> bool:
+    """Whether a packed window's text is too improbable to keep (repetition: per clip)."""
+    return _needs_fallback(_Decoded([], result["avg_logprob"], result["no_speech_prob"], 0.0,
+                                    result["temperature"]))
 
 
 def _take(encoder_output, indices: List[int], batch: int):

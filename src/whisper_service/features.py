@@ -11,6 +11,9 @@ from whisper_service.windows import FRAME, WINDOW_SAMPLES, Window
 
 FRAMES_PER_WINDOW = 3000
 HOP = 160
+# Zeros kept after the audio: more than an STFT window (400) plus a hop, so that the last frames
+# computed see only zeros.
+MARGIN_SAMPLES = 800
 
 
 class WindowFeatures:
@@ -23,14 +26,28 @@ class WindowFeatures:
         batch = np.zeros((len(windows), self.n_mels, FRAMES_PER_WINDOW), dtype=np.float32)
         num_frames = []
         for i, window in enumerate(windows):
-            # Pad to exactly 30 s the way faster-whisper pads its last window, so features
-            # (and so the text) match what it would compute for the same samples.
-            padded = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
-            padded[: window.audio.size] = window.audio
-            mel = self.extractor(padded, padding=HOP)
-            batch[i] = mel[:, :FRAMES_PER_WINDOW]
+            batch[i] = self.window(window.audio)
             num_frames.append(max(1, -(-window.audio.size // HOP)))
         return batch, num_frames
+
+    def window(self, audio: np.ndarray) -> np.ndarray:
+        """[n_mels, 3000]: exactly what faster-whisper computes for audio zero-padded to 30 s.
+
+        Frames of pure padding all come out equal (log of the floor, clamped 8 below the
+        window's maximum, which the audio sets), so the spectrogram is computed over the audio
+        and a margin only, and its last frame, one of pure padding, fills the rest: a 4 s clip
+        costs a seventh of a 30 s spectrogram.
+        """
+        keep = min(WINDOW_SAMPLES, audio.size + MARGIN_SAMPLES)
+        padded = np.zeros(keep, dtype=np.float32)
+        padded[: audio.size] = audio
+        mel = self.extractor(padded, padding=HOP)[:, :FRAMES_PER_WINDOW]
+        if mel.shape[1] == FRAMES_PER_WINDOW:
+            return mel
+        out = np.empty((self.n_mels, FRAMES_PER_WINDOW), dtype=np.float32)
+        out[:, : mel.shape[1]] = mel
+        out[:, mel.shape[1]:] = mel[:, -1:]
+        return out
 
 
 __all__ = ["WindowFeatures", "FRAME"]

@@ -43,6 +43,23 @@ def plan(frames: Sequence[int], keys: Sequence[Optional[Hashable]],
     return packs
 
 
+def spread(packs: List[List[int]], workers: int) -> List[List[int]]:
+    """Split the fullest packs until there are `workers` windows, where possible.
+
+    Each window goes to one CPU worker: with fewer windows than workers, a worker would idle
+    while another decodes several clips in a row (one more encode costs less than that).
+    """
+    packs = [list(p) for p in packs]
+    while 0 < len(packs) < workers:
+        largest = max(range(len(packs)), key=lambda i: len(packs[i]))
+        if len(packs[largest]) < 2:
+            break
+        pack = packs.pop(largest)
+        half = (len(pack) + 1) // 2
+        packs[largest:largest] = [pack[:half], pack[half:]]
+    return packs
+
+
 def offsets(frames: Sequence[int], gap: int = GAP_FRAMES) -> List[int]:
     """Frame offset of each clip inside the packed window."""
     result, position = [], 0
@@ -72,16 +89,39 @@ def pack_features(features: np.ndarray, frames: Sequence[int], gap: int = GAP_FR
     return packed, content
 
 
+def _owner(frames: Sequence[int], gap: int):
+    """seconds -> the clip whose span, extended to the middle of the gaps, holds that time."""
+    starts = [o / FRAMES_PER_SECOND for o in offsets(frames, gap)]
+    bounds = [starts[i + 1] - gap / FRAMES_PER_SECOND / 2 for i in range(len(frames) - 1)]
+    return lambda seconds: int(np.searchsorted(bounds, seconds, side="right"))
+
+
+def straddling_words(result: dict, frames: Sequence[int], gap: int = GAP_FRAMES,
+                     slack: float = 0.3) -> int:
+    """Words of the packed result said across two clips: overlapping the speech of two clips
+    by more than `slack` seconds each.
+
+    Nobody says a word across the silence between two uploads: when the timing claims so,
+    the decode lost its place (seen with copies of one clip packed together, where Whisper
+    skips a copy) and the split cannot be trusted. A last word whose timing runs on into
+    the silence after its clip, as DTW timings often do, is not counted.
+    """
+    spans = [(o / FRAMES_PER_SECOND, (o + f) / FRAMES_PER_SECOND)
+             for o, f in zip(offsets(frames, gap), frames)]
+
+    def clips_touched(start: float, end: float) -> int:
+        return sum(1 for a, b in spans if min(end, b) - max(start, a) > slack)
+
+    return sum(1 for segment in result["segments"] for word in segment.get("words") or []
+               if clips_touched(word["start"], word["end"]) > 1)
+
+
 def split_result(result: dict, frames: Sequence[int], keep_words: Sequence[bool],
                  gap: int = GAP_FRAMES) -> List[dict]:
     """The packed window's result (with word timings) as one result per clip, clip time."""
     starts = [o / FRAMES_PER_SECOND for o in offsets(frames, gap)]
     lengths = [f / FRAMES_PER_SECOND for f in frames]
-    # A word belongs to the clip whose span, extended to the middle of the gaps, holds it.
-    bounds = [starts[i + 1] - gap / FRAMES_PER_SECOND / 2 for i in range(len(frames) - 1)]
-
-    def owner(seconds: float) -> int:
-        return int(np.searchsorted(bounds, seconds, side="right"))
+    owner = _owner(frames, gap)
 
     shared = {k: v for k, v in result.items() if k not in ("segments", "covered")}
     clips = [dict(shared, segments=[]) for _ in frames]

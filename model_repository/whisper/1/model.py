@@ -26,6 +26,7 @@ import triton_python_backend_utils as pb_utils
 
 from whisper_service import settings as model_settings
 from whisper_service.errors import InvalidInputError
+from whisper_service.gather import PreparationBoard
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
 from whisper_service.pipeline import Pipeline, warm_up
@@ -45,6 +46,11 @@ class TritonPythonModel:
         self.windows_per_call = int(params.get("windows_per_engine_call", "8"))
         self.calls_in_flight = int(params.get("engine_calls_in_flight", "2"))
         self.limits = Limits.from_parameters(params)
+        # Uploads that arrive together wait (at most this long) for each other before their
+        # first engine call, so that they share one engine batch; 0 turns it off.
+        self.gather_s = float(params.get("gather_uploads_ms", "250")) / 1000.0
+        self.board = (PreparationBoard.for_server(args["model_instance_name"])
+                      if self.gather_s > 0 else None)
 
         engine_config = Path(args["model_repository"]).parent / self.engine_name / "config.pbtxt"
         engine_params = model_settings.read_config_parameters(engine_config)
@@ -63,10 +69,22 @@ class TritonPythonModel:
 
     async def _respond(self, request):
         self.metrics.started()
+        self._mark_preparing(True)
         try:
             return await self._answer(request)
         finally:
+            self._mark_preparing(False)
             self.metrics.finished()
+
+    def _mark_preparing(self, preparing):
+        if self.board is not None:
+            self.board.mark(preparing)
+
+    async def _gather(self):
+        """Before an upload's first engine call: let uploads being prepared catch up."""
+        if self.board is not None:
+            self.board.mark(False)
+            await self.board.wait_for_others(self.gather_s)
 
     async def _answer(self, request):
         started = time.perf_counter()
@@ -105,11 +123,15 @@ class TritonPythonModel:
         self.metrics.vad_removed(job.vad_removed_seconds)
         options_json = options.to_json().encode("utf-8")
         todo = job.to_send
+        first_call = True
         while todo:
             pending = []
             for indices, features, frames in self.pipeline.chunks(job, self.windows_per_call, todo):
                 if request.is_cancelled():
                     raise _Cancelled()
+                if first_call:
+                    first_call = False
+                    await self._gather()
                 pending.append(self._call_engine(job, indices, features, frames, options_json))
                 if len(pending) >= self.calls_in_flight:
                     await asyncio.gather(*pending)
@@ -135,6 +157,9 @@ class TritonPythonModel:
             job.results[index] = json.loads(raw)
 
     def finalize(self):
+        if self.board is not None:
+            # Every instance finalizes on unload; removing a mapped file is harmless.
+            self.board.close(remove=True)
         log.info("whisper front unloaded")
 
 

@@ -1,0 +1,82 @@
+"""Let uploads that arrive together reach the engine together.
+
+Twenty front instances decode uploads in parallel; when a burst arrives, the first one ready
+would otherwise reach an idle engine alone and be decoded in a batch of one (no packing, one
+CPU worker idle) while the rest queue behind it. Each front marks on a shared board, for the
+time it decodes an upload and computes its first features, that it is preparing; before its
+first engine call a front waits, briefly and boundedly, while others are still preparing.
+A lone request sees an empty board and never waits.
+
+The board is a small file of float64 slots, one per front instance, mapped into every
+instance: a slot holds the monotonic time until which its owner counts as preparing (0 when
+not). A stub killed mid-preparation leaves a slot that goes stale by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+SLOTS = 64
+# A slot older than this no longer counts: a preparation takes milliseconds, a dead stub's
+# slot must not make the others wait forever.
+STALE_AFTER_S = 2.0
+POLL_S = 0.01
+
+
+class PreparationBoard:
+    def __init__(self, path: Path, slot: int):
+        self.path = Path(path)
+        self.slot = slot % SLOTS
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < SLOTS * 8:
+                os.ftruncate(fd, SLOTS * 8)  # the same size from every instance: idempotent
+            self._map = mmap.mmap(fd, SLOTS * 8)
+        finally:
+            os.close(fd)
+        self._slots = np.frombuffer(self._map, dtype=np.float64)
+
+    @classmethod
+    def for_server(cls, instance_name: str, server_pid: Optional[int] = None
+                   ) -> "PreparationBoard":
+        """The board shared by the front instances of one Triton server (its pid)."""
+        pid = os.getppid() if server_pid is None else server_pid
+        path = Path(tempfile.gettempdir()) / f"whisper-fronts-{pid}.board"
+        return cls(path, _instance_index(instance_name))
+
+    def mark(self, preparing: bool) -> None:
+        self._slots[self.slot] = time.monotonic() + STALE_AFTER_S if preparing else 0.0
+
+    def others_preparing(self) -> int:
+        live = self._slots > time.monotonic()
+        live[self.slot] = False
+        return int(live.sum())
+
+    async def wait_for_others(self, limit_s: float) -> float:
+        """Wait while other fronts are preparing, at most limit_s; returns the time waited."""
+        started = time.monotonic()
+        while limit_s > 0 and self.others_preparing():
+            if time.monotonic() - started >= limit_s:
+                break
+            await asyncio.sleep(POLL_S)
+        return time.monotonic() - started
+
+    def close(self, remove: bool = False) -> None:
+        self._slots = None  # type: ignore[assignment]
+        self._map.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def _instance_index(instance_name: str) -> int:
+    """whisper_0_13 -> 13 (Triton names instances <model>_<group>_<index>)."""
+    tail = instance_name.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else os.getpid()

@@ -1,0 +1,71 @@
+"""WhisperEngine on the real bundled tiny.en model, without a server: how it groups windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import corpus
+from whisper_service import engine as engine_module
+from whisper_service.accuracy import wer
+from whisper_service.audio import decode_audio
+from whisper_service.engine import WhisperEngine, _balanced, _Unit
+from whisper_service.features import WindowFeatures
+from whisper_service.options import DecodeOptions
+from whisper_service.settings import resolve
+from whisper_service.windows import fixed_windows
+
+
+@pytest.fixture(scope="module")
+def engine():
+    settings = resolve({"model": "tiny.en", "cpu_workers": "2", "cpu_threads": "1"},
+                       gpu_available=False, env={})
+    made = WhisperEngine(settings)
+    yield made
+    made.release()
+
+
+def _features(engine, recording):
+    windows = fixed_windows(decode_audio(recording.read_bytes(), 3600))
+    return WindowFeatures(engine.n_mels)(windows[:1])
+
+
+def _text(result):
+    return " ".join(segment["text"].strip() for segment in result["segments"])
+
+
+def test_copies_of_one_clip_packed_together_each_get_the_whole_text(engine):
+    """Whisper skips a copy when it hears one sentence four times in one window; the word
+    timings then run across clips, and the clips must be decoded alone, not lose words."""
+    features, frames = _features(engine, corpus.HOTWORDS)
+    copies = 4
+    outcomes = engine.transcribe_windows(np.repeat(features, copies, axis=0), frames * copies,
+                                         [DecodeOptions()] * copies)
+    for outcome in outcomes:
+        assert wer(corpus.HOTWORDS.transcript, _text(outcome)) < 0.5, _text(outcome)
+        assert outcome["compression_ratio"] < engine_module.COMPRESSION_RATIO_THRESHOLD
+
+
+def test_mixed_clips_keep_their_own_words(engine):
+    jfk, jfk_frames = _features(engine, corpus.JFK)
+    stereo, stereo_frames = _features(engine, corpus.STEREO)
+    hot, hot_frames = _features(engine, corpus.HOTWORDS)
+    outcomes = engine.transcribe_windows(np.concatenate([jfk, hot, stereo, jfk]),
+                                         jfk_frames + hot_frames + stereo_frames + jfk_frames,
+                                         [DecodeOptions()] * 4)
+    assert wer(corpus.JFK.transcript, _text(outcomes[0])) < 0.2
+    assert wer(corpus.HOTWORDS.transcript, _text(outcomes[1])) < 0.5
+    assert "curtain" in _text(outcomes[2]).lower()
+    assert wer(corpus.JFK.transcript, _text(outcomes[3])) < 0.2
+
+
+def _unit(frames):
+    return _Unit(np.zeros((1, 1)), frames, DecodeOptions(), True, [0])
+
+
+def test_balanced_shares_put_the_heaviest_windows_apart():
+    units = [_unit(3000), _unit(2900), _unit(500), _unit(400)]
+    shares = _balanced(units, 2)
+    assert sorted(map(sorted, shares)) == [[0, 3], [1, 2]]
+    assert _balanced(units, 1) == [[0, 1, 2, 3]]
+    assert _balanced(units[:1], 2) == [[0]]
