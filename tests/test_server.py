@@ -260,3 +260,12 @@ def test_metrics_show_triton_and_speech_series_after_traffic(triton_server):
     assert re.search(r'^whisper_engine_batch_windows_count\{model="whisper_engine"\} [1-9]', text, re.M)
     assert re.search(r'^whisper_requests_total\{language="en",model="whisper"\} [1-9]', text, re.M)
     assert re.search(r'^whisper_vad_removed_seconds_total\{model="whisper"\} ', text, re.M)
+
+
+def test_python_logging_of_the_models_reaches_the_server_log(triton_server):
+    """A stub's stderr is not Triton's log: the models' logging must be routed there."""
+    if triton_server.managed is None:
+        pytest.skip("the log of an external server is not readable here")
+    log = triton_server.managed.log_path.read_text(errors="replace")
+    assert "whisper_engine loading: model" in log
+    assert "whisper: whisper front ready" in log

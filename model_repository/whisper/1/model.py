@@ -25,6 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from whisper_service import settings as model_settings
+from whisper_service.triton_log import route_to_triton
 from whisper_service.errors import InvalidInputError
 from whisper_service.gather import PreparationBoard
 from whisper_service.metrics import SpeechMetrics
@@ -38,6 +39,7 @@ log = logging.getLogger("whisper")
 
 class TritonPythonModel:
     def initialize(self, args):
+        route_to_triton(pb_utils)
         # numpy/ONNX threads: 20 instances share the cores, one thread each is enough.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         config = json.loads(args["model_config"])

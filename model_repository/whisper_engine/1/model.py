@@ -20,6 +20,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from whisper_service import settings as model_settings
+from whisper_service.triton_log import route_to_triton
 from whisper_service.engine import WhisperEngine
 from whisper_service.errors import InvalidInputError
 from whisper_service.metrics import EngineMetrics
@@ -30,6 +31,7 @@ log = logging.getLogger("whisper_engine")
 
 class TritonPythonModel:
     def initialize(self, args):
+        route_to_triton(pb_utils)
         config = json.loads(args["model_config"])
         on_gpu = args.get("model_instance_kind") == "GPU"
         device_index = int(args.get("model_instance_device_id", 0)) if on_gpu else 0
