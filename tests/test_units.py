@@ -299,3 +299,19 @@ def test_window_features_equal_faster_whispers_on_30_s_of_padding(seconds):
         padded[: audio.size] = audio
         expected = FeatureExtractor(feature_size=n_mels)(padded, padding=160)[:, :3000]
         np.testing.assert_allclose(WindowFeatures(n_mels).window(audio), expected, atol=1e-6)
+
+
+def test_copies_of_one_recording_are_not_packed_together():
+    rng = np.random.default_rng(0)
+
+    def smooth(shape):  # log-mel features change slowly from frame to frame
+        return np.cumsum(rng.normal(size=shape), axis=1) / 30
+
+    speech, other = smooth((80, 3000)), smooth((80, 3000))
+    copy = np.roll(speech, 2, axis=1) * 0.9 + rng.normal(scale=0.05, size=speech.shape)
+    features = np.stack([speech, copy, other]).astype(np.float32)
+    frames = [400, 402, 400]
+    alike = packing.look_alike(features, frames)
+    assert alike(0, 1) and not alike(0, 2) and not alike(1, 2)
+    assert packing.plan(frames, ["k"] * 3) == [[0, 1, 2]]
+    assert packing.plan(frames, ["k"] * 3, alike=alike) == [[0, 2], [1]]

@@ -156,8 +156,9 @@ class WhisperEngine:
         return outcomes  # type: ignore[return-value]
 
     def _packed_units(self, features, num_frames, options, indices: List[int]) -> List["_Unit"]:
-        packs = packing.plan([num_frames[i] for i in indices],
-                             [self._pack_key(options[i]) for i in indices])
+        frames = [num_frames[i] for i in indices]
+        packs = packing.plan(frames, [self._pack_key(options[i]) for i in indices],
+                             alike=packing.look_alike(features[indices], frames))
         if self.settings.device == "cpu":
             packs = packing.spread(packs, self.settings.cpu_workers)
         units = []

@@ -8,7 +8,7 @@ goes back to the clip it was said in. Pure functions: no model needed to test th
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,12 +19,13 @@ MAX_CLIP_FRAMES = 1400   # only clips up to 14 s are worth packing
 
 
 def plan(frames: Sequence[int], keys: Sequence[Optional[Hashable]],
-         capacity: int = FRAMES, gap: int = GAP_FRAMES, max_clip: int = MAX_CLIP_FRAMES
-         ) -> List[List[int]]:
+         capacity: int = FRAMES, gap: int = GAP_FRAMES, max_clip: int = MAX_CLIP_FRAMES,
+         alike: Optional[Callable[[int, int], bool]] = None) -> List[List[int]]:
     """Groups of window indices to decode as one window, in order of first member.
 
     A None key means "decode alone". Clips are packed first-fit among windows with the same
-    key, each clip followed by `gap` frames of silence except the last.
+    key, each clip followed by `gap` frames of silence except the last; `alike(i, j)` true
+    keeps two clips apart (copies of one recording: Whisper skips one of them).
     """
     packs: List[List[int]] = []
     open_packs: Dict[Hashable, List[list]] = {}  # key -> [[members, frames used], ...]
@@ -33,7 +34,8 @@ def plan(frames: Sequence[int], keys: Sequence[Optional[Hashable]],
             packs.append([index])
             continue
         candidates = open_packs.setdefault(key, [])
-        target = next((c for c in candidates if c[1] + gap + length <= capacity), None)
+        target = next((c for c in candidates if c[1] + gap + length <= capacity
+                       and not (alike and any(alike(index, j) for j in c[0]))), None)
         if target is None:
             target = [[], -gap]
             candidates.append(target)
@@ -58,6 +60,25 @@ def spread(packs: List[List[int]], workers: int) -> List[List[int]]:
         half = (len(pack) + 1) // 2
         packs[largest:largest] = [pack[:half], pack[half:]]
     return packs
+
+
+def look_alike(features: np.ndarray, frames: Sequence[int], threshold: float = 0.7
+               ) -> Callable[[int, int], bool]:
+    """alike(i, j): clips of (nearly) one length whose log-mel features correlate above the
+    threshold, i.e. copies of one recording, perhaps re-encoded or re-scaled.
+
+    Measured on the test recordings: copies 0.82-1.00 (after shifts of up to 32 ms, gain and
+    dither), different recordings at most 0.46.
+    """
+    def alike(i: int, j: int) -> bool:
+        if abs(frames[i] - frames[j]) > 5 + 0.02 * max(frames[i], frames[j]):
+            return False
+        n = min(frames[i], frames[j])
+        a = features[i][:, :n].ravel() - features[i][:, :n].mean()
+        b = features[j][:, :n].ravel() - features[j][:, :n].mean()
+        norm = float(np.sqrt((a @ a) * (b @ b)))
+        return norm > 0 and float(a @ b) / norm > threshold
+    return alike
 
 
 def offsets(frames: Sequence[int], gap: int = GAP_FRAMES) -> List[int]:
