@@ -156,9 +156,11 @@ class WhisperEngine:
         return outcomes  # type: ignore[return-value]
 
     def _packed_units(self, features, num_frames, options, indices: List[int]) -> List["_Unit"]:
-        frames = [num_frames[i] for i in indices]
-        packs = packing.plan(frames, [self._pack_key(options[i]) for i in indices],
-                             alike=packing.look_alike(features[indices], frames))
+        # Copies of one recording are kept apart; compared in place (no copy of the batch).
+        alike = packing.look_alike(features, num_frames)
+        packs = packing.plan([num_frames[i] for i in indices],
+                             [self._pack_key(options[i]) for i in indices],
+                             alike=lambda a, b: alike(indices[a], indices[b]))
         if self.settings.device == "cpu":
             packs = packing.spread(packs, self.settings.cpu_workers)
         units = []
