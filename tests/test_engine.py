@@ -9,6 +9,7 @@ import corpus
 from whisper_service import engine as engine_module
 from whisper_service.accuracy import wer
 from whisper_service.audio import decode_audio
+from whisper_service import packing
 from whisper_service.engine import WhisperEngine, _balanced, _Unit
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions
@@ -69,3 +70,42 @@ def test_balanced_shares_put_the_heaviest_windows_apart():
     assert sorted(map(sorted, shares)) == [[0, 3], [1, 2]]
     assert _balanced(units, 1) == [[0, 1, 2, 3]]
     assert _balanced(units[:1], 2) == [[0]]
+
+
+def test_a_pack_whisper_ends_early_is_decoded_on_from_the_next_clip(engine, monkeypatch):
+    """hotwords.mp3 stops mid-sentence; packed first, Whisper takes it for the end of the
+    window and says end-of-text before jfk and stereo. The engine decodes on from the next
+    clip on the same encoder output: every clip gets its words, with no second encode."""
+    recordings = [corpus.HOTWORDS, corpus.JFK, corpus.STEREO]
+    parts = [_features(engine, r) for r in recordings]
+    features = np.concatenate([f for f, _ in parts])
+    frames = [n[0] for _, n in parts]
+    packed, content = packing.pack_features(features, frames)
+    plain = engine._run_group(packed[None], [content], [DecodeOptions(word_timestamps=True)],
+                              False)[0]
+    assert max(s["end"] for s in plain["segments"]) < 5.0  # without: only the first clip
+
+    encodes = []
+    original = engine._encode
+    monkeypatch.setattr(engine, "_encode", lambda f: encodes.append(len(f)) or original(f))
+    outcomes = engine.transcribe_windows(features, frames, [DecodeOptions()] * 3, workers=1)
+    assert encodes == [1]
+    for recording, outcome in zip(recordings, outcomes):
+        limit = 0.5 if recording is corpus.HOTWORDS else 0.2
+        if recording is corpus.STEREO:
+            assert "curtain" in _text(outcome).lower(), _text(outcome)
+        else:
+            assert wer(recording.transcript, _text(outcome)) < limit, _text(outcome)
+
+
+def test_skipped_clip_start_only_after_a_clean_end():
+    begin = 1000
+    at = lambda seconds: begin + int(round(seconds / 0.02))  # noqa: E731
+    text = [5, 6, 7]
+    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, [5.0, 17.0]) == 5.0
+    assert engine_module._skipped_clip_start([at(0)] + text + [at(12.0)], begin, [5.0, 17.0]) == 17.0
+    assert engine_module._skipped_clip_start([at(0)] + text + [at(21.0)], begin, [5.0, 17.0]) is None
+    # Ended inside a segment (no closing timestamp) or on an opening pair: not a clean end.
+    assert engine_module._skipped_clip_start([at(0)] + text, begin, [5.0]) is None
+    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0), at(4.0)], begin, [5.0]) is None
+    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, []) is None

@@ -36,6 +36,9 @@ NO_SPEECH_THRESHOLD = 0.6
 TEMPERATURE_STEP = 0.2
 BEST_OF = 5
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s
+TIMESTAMP_SECONDS = 0.02
+# Times a packed window is decoded on past a clip Whisper ended before (each time one clip).
+MAX_CONTINUATIONS = 2
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -124,23 +127,43 @@ class WhisperEngine:
         features: np.ndarray,
         num_frames: Sequence[int],
         options: Sequence[DecodeOptions],
+        workers: Optional[int] = None,
     ) -> List[WindowOutcome]:
         """One outcome per window: a result dict in window time, or the exception it raised.
 
-        Short windows are packed (see packing). A packed window whose text is improbable, or
-        whose words run across clips, gives its clips back to be decoded alone. A clip that
-        comes back empty (Whisper ended the window early, after the clip before it) is packed
-        once more with the other such clips, then decoded alone; all in this same batch
-        rather than in another round trip through the front.
+        Short windows are packed (see packing); when Whisper ends a packed window before a
+        later clip, decoding goes on from that clip on the same encoder output. A packed window
+        whose text is improbable, or whose words run across clips, gives its clips back to be
+        decoded alone; a clip that still comes back empty is packed once more with the other
+        such clips, then decoded alone; all in this same batch rather than in another round
+        trip through the front.
+
+        On the CPU the packed windows are shared among `workers` (default: all the engine's
+        workers), and each worker settles what its windows give back on its own: no worker
+        waits for another between rounds.
         """
         outcomes: List[Optional[WindowOutcome]] = [self._unsupported(o) for o in options]
-        to_pack = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        alone: List[int] = []
-        for packing_round in range(2):
-            units = self._packed_units(features, num_frames, options, to_pack)
-            units += [self._alone(features, num_frames, options, i) for i in alone]
-            to_pack, alone = [], []
-            for unit, outcome in zip(units, self._decode_units(units)):
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        workers = self.settings.cpu_workers if workers is None else max(1, workers)
+        units = self._packed_units(features, num_frames, options, todo, workers)
+        shares = _balanced(units, min(workers, len(units)))
+        if len(shares) <= 1:
+            self._settle(units, features, num_frames, options, outcomes)
+        else:
+            jobs = [self._pool.submit(self._settle, [units[i] for i in share], features,
+                                      num_frames, options, outcomes) for share in shares]
+            for job in jobs:
+                job.result()
+        return outcomes  # type: ignore[return-value]
+
+    def _settle(self, units: List["_Unit"], features, num_frames, options,
+                outcomes: List[Optional[WindowOutcome]]) -> None:
+        """Decode units in this thread, and what they give back, until every clip has its
+        outcome (written at the clip's own index: threads never share an index)."""
+        for packing_round in range(3):
+            to_pack: List[int] = []
+            alone: List[int] = []
+            for unit, outcome in zip(units, self._decode(units)):
                 if len(unit.members) == 1:
                     outcomes[unit.members[0]] = outcome
                     continue
@@ -149,20 +172,20 @@ class WhisperEngine:
                     outcomes[i] = result
                 alone.extend(i for i in unit.members if i not in kept and i not in skipped)
                 (to_pack if packing_round == 0 else alone).extend(skipped)
-        if alone:
-            units = [self._alone(features, num_frames, options, i) for i in sorted(alone)]
-            for unit, outcome in zip(units, self._decode_units(units)):
-                outcomes[unit.members[0]] = outcome
-        return outcomes  # type: ignore[return-value]
+            if not to_pack and not alone:
+                return
+            units = self._packed_units(features, num_frames, options, to_pack, 1) if to_pack else []
+            units += [self._alone(features, num_frames, options, i) for i in sorted(alone)]
 
-    def _packed_units(self, features, num_frames, options, indices: List[int]) -> List["_Unit"]:
+    def _packed_units(self, features, num_frames, options, indices: List[int], workers: int
+                      ) -> List["_Unit"]:
         # Copies of one recording are kept apart; compared in place (no copy of the batch).
         alike = packing.look_alike(features, num_frames)
         packs = packing.plan([num_frames[i] for i in indices],
                              [self._pack_key(options[i]) for i in indices],
                              alike=lambda a, b: alike(indices[a], indices[b]))
         if self.settings.device == "cpu":
-            packs = packing.spread(packs, self.settings.cpu_workers)
+            packs = packing.spread(packs, workers)
         units = []
         for pack in packs:
             group = [indices[j] for j in pack]
@@ -173,8 +196,10 @@ class WhisperEngine:
             # Word timings tell which clip each word was said in. One temperature only: a
             # packed window whose text looks wrong is not sampled again; its clips are
             # decoded alone instead, with the usual fallback.
+            starts = [o / packing.FRAMES_PER_SECOND
+                      for o in packing.offsets([num_frames[i] for i in group])[1:]]
             units.append(_Unit(packed, content, replace(options[group[0]], word_timestamps=True),
-                               False, group))
+                               False, group, starts))
         return units
 
     def _split_packed(self, unit: "_Unit", outcome: WindowOutcome, num_frames, options
@@ -202,22 +227,6 @@ class WhisperEngine:
     def _alone(features, num_frames, options, index: int) -> "_Unit":
         return _Unit(features[index], num_frames[index], options[index], True, [index])
 
-    def _decode_units(self, units: List["_Unit"]) -> List[WindowOutcome]:
-        """Decode windows, the CPU workers (CTranslate2 runs them in parallel) sharing them.
-
-        Packed and lone windows share the workers, so that no worker idles while another
-        has both kinds to do.
-        """
-        shares = _balanced(units, min(self.settings.cpu_workers, len(units)))
-        if len(shares) <= 1:
-            return self._decode(units)
-        jobs = [self._pool.submit(self._decode, [units[i] for i in share]) for share in shares]
-        outcomes: List[Optional[WindowOutcome]] = [None] * len(units)
-        for share, job in zip(shares, jobs):
-            for i, outcome in zip(share, job.result()):
-                outcomes[i] = outcome
-        return outcomes  # type: ignore[return-value]
-
     def _pack_key(self, opts: DecodeOptions):
         """Windows with equal keys may share one packed window (None: never packed).
 
@@ -236,7 +245,8 @@ class WhisperEngine:
             def run(chosen: List[int]) -> List[dict]:
                 return self._run_group(np.stack([units[i].features for i in chosen]),
                                        [units[i].num_frames for i in chosen],
-                                       [units[i].options for i in chosen], fallback)
+                                       [units[i].options for i in chosen], fallback,
+                                       [units[i].clip_starts for i in chosen])
             try:
                 results = run(indices)
             except Exception:  # noqa: BLE001 - find which window breaks the batch
@@ -271,7 +281,7 @@ class WhisperEngine:
     # ------------------------------------------------------------------------ one group
     def _run_group(
         self, features: np.ndarray, num_frames: List[int], options: List[DecodeOptions],
-        fallback: bool = True,
+        fallback: bool = True, clip_starts: Optional[List[List[float]]] = None,
     ) -> List[dict]:
         encoder_output = self._encode(features)
         languages = self._languages(encoder_output, options)
@@ -279,6 +289,9 @@ class WhisperEngine:
         prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
         decoded = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0],
                                                fallback)
+        if clip_starts and any(clip_starts):
+            self._continue_past_skips(encoder_output, prompts, tokenizers, decoded, clip_starts,
+                                      options[0])
 
         results = []
         for i, dec in enumerate(decoded):
@@ -375,7 +388,8 @@ class WhisperEngine:
             final[i] = max(good or attempts[i], key=lambda a: a.avg_logprob)
         return final  # type: ignore[return-value]
 
-    def _generate(self, encoder_output, prompts, beam_size: int, temperature: float):
+    def _generate(self, encoder_output, prompts, beam_size: int, temperature: float,
+                  max_length: Optional[int] = None):
         if temperature > 0:
             sampling = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0,
                             sampling_temperature=temperature)
@@ -384,7 +398,7 @@ class WhisperEngine:
         return self.model.model.generate(
             encoder_output,
             prompts,
-            max_length=self.model.max_length,
+            max_length=max_length or self.model.max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -392,6 +406,48 @@ class WhisperEngine:
             max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
             **sampling,
         )
+
+    def _continue_past_skips(self, encoder_output, prompts, tokenizers, decoded: List[_Decoded],
+                             clip_starts: List[List[float]], opts: DecodeOptions) -> None:
+        """Packed windows where Whisper said end-of-text before a later clip began: decode on
+        from that clip, on the same encoder output (no second encode).
+
+        The text so far and the timestamp where the skipped clip starts become the prefix, so
+        Whisper goes on with that clip's text. Measured on the test recordings: an upload that
+        stops mid-sentence ("... in the ComfyUI") is often taken for the end of the window.
+        """
+        for _ in range(MAX_CONTINUATIONS):
+            todo, prefixes = [], []
+            for i, dec in enumerate(decoded):
+                start = _skipped_clip_start(dec.tokens, self.timestamp_begin, clip_starts[i] or [])
+                if start is None:
+                    continue
+                todo.append(i)
+                position = self.timestamp_begin + int(round(start / TIMESTAMP_SECONDS))
+                prefixes.append(prompts[i] + dec.tokens + [position])
+            if not todo:
+                return
+            subset = _take(encoder_output, todo, len(decoded))
+            longest = max(len(p) for p in prefixes)
+            outputs = self._generate(subset, prefixes, opts.beam_size, decoded[todo[0]].temperature,
+                                     max_length=max(1, self.model.max_length - longest))
+            for i, prefix, out in zip(todo, prefixes, outputs):
+                before = decoded[i]
+                added = out.sequences_ids[0]
+                if added[:len(prefix) - len(prompts[i])] == prefix[len(prompts[i]):]:
+                    added = added[len(prefix) - len(prompts[i]):]  # CTranslate2 echoed the prefix
+                tokens = prefix[len(prompts[i]):] + added
+                if not any(t < self.eot for t in added):
+                    # Nothing said from there on: keep the window as it was decoded.
+                    clip_starts[i] = []
+                    continue
+                new_logprob = out.scores[0] * len(added) / (len(added) + 1)
+                weight = len(before.tokens) / max(1, len(tokens))
+                text = tokenizers[i].decode(tokens).strip()
+                decoded[i] = _Decoded(tokens, float(weight * before.avg_logprob
+                                                    + (1 - weight) * new_logprob),
+                                      before.no_speech_prob, compression_ratio(text),
+                                      before.temperature)
 
     def _decoded(self, output, tokenizer: Tokenizer, temperature: float) -> _Decoded:
         tokens = output.sequences_ids[0]
@@ -438,6 +494,7 @@ class _Unit:
     options: DecodeOptions
     fallback: bool
     members: List[int]  # the batch's windows it answers for
+    clip_starts: Optional[List[float]] = None  # packed: window time where clips 2.. start
 
 
 def _balanced(units: Sequence[_Unit], workers: int) -> List[List[int]]:
@@ -455,6 +512,18 @@ def _balanced(units: Sequence[_Unit], workers: int) -> List[List[int]]:
         shares[w].append(i)
         loads[w] += cost[i]
     return [sorted(share) for share in shares if share]
+
+
+def _skipped_clip_start(tokens: List[int], timestamp_begin: int, clip_starts: Sequence[float]
+                        ) -> Optional[float]:
+    """Where the first clip starts that the decode ended before, if it ended cleanly (on a
+    segment's closing timestamp) before a clip that it never reached."""
+    if not clip_starts or not tokens or tokens[-1] < timestamp_begin:
+        return None
+    if len(tokens) >= 2 and tokens[-2] >= timestamp_begin:
+        return None  # a segment opened and nothing said: not a clean end
+    end = (tokens[-1] - timestamp_begin) * TIMESTAMP_SECONDS
+    return next((start for start in clip_starts if start >= end), None)
 
 
 def _needs_fallback(dec: _Decoded) -> bool:
