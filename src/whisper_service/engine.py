@@ -417,26 +417,27 @@ class WhisperEngine:
         stops mid-sentence ("... in the ComfyUI") is often taken for the end of the window.
         """
         for _ in range(MAX_CONTINUATIONS):
-            todo, prefixes = [], []
+            todo, heads = [], []  # heads: the text so far plus the skipped clip's timestamp
             for i, dec in enumerate(decoded):
                 start = _skipped_clip_start(dec.tokens, self.timestamp_begin, clip_starts[i] or [])
                 if start is None:
                     continue
                 todo.append(i)
-                position = self.timestamp_begin + int(round(start / TIMESTAMP_SECONDS))
-                prefixes.append(prompts[i] + dec.tokens + [position])
+                heads.append(dec.tokens + [self.timestamp_begin
+                                           + int(round(start / TIMESTAMP_SECONDS))])
             if not todo:
                 return
-            subset = _take(encoder_output, todo, len(decoded))
+            prefixes = [prompts[i] + head for i, head in zip(todo, heads)]
             longest = max(len(p) for p in prefixes)
-            outputs = self._generate(subset, prefixes, opts.beam_size, decoded[todo[0]].temperature,
+            outputs = self._generate(_take(encoder_output, todo, len(decoded)), prefixes,
+                                     opts.beam_size, decoded[todo[0]].temperature,
                                      max_length=max(1, self.model.max_length - longest))
-            for i, prefix, out in zip(todo, prefixes, outputs):
+            for i, head, out in zip(todo, heads, outputs):
                 before = decoded[i]
                 added = out.sequences_ids[0]
-                if added[:len(prefix) - len(prompts[i])] == prefix[len(prompts[i]):]:
-                    added = added[len(prefix) - len(prompts[i]):]  # CTranslate2 echoed the prefix
-                tokens = prefix[len(prompts[i]):] + added
+                if added[:len(head)] == head:
+                    added = added[len(head):]  # CTranslate2 returns the prefix too
+                tokens = head + added
                 if not any(t < self.eot for t in added):
                     # Nothing said from there on: keep the window as it was decoded.
                     clip_starts[i] = []
