@@ -67,7 +67,21 @@ class TritonPythonModel:
                  self.engine_name, self.limits)
 
     async def execute(self, requests):
-        return await asyncio.gather(*(self._respond(request) for request in requests))
+        # Each response goes out as soon as its own request is done: a request batched with
+        # a slower one (Triton may hand one instance several) must not wait for it.
+        await asyncio.gather(*(self._respond_when_done(request) for request in requests))
+        return None
+
+    async def _respond_when_done(self, request):
+        try:
+            response = await self._respond(request)
+        except BaseException:  # noqa: BLE001 - the request must be answered whatever happens
+            log.exception("whisper request failed outside its handler")
+            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                "internal error while transcribing; see the server log",
+                pb_utils.TritonError.INTERNAL))
+        request.get_response_sender().send(
+            response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     async def _respond(self, request):
         self.metrics.started()
