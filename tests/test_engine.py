@@ -109,3 +109,32 @@ def test_skipped_clip_start_only_after_a_clean_end():
     assert engine_module._skipped_clip_start([at(0)] + text, begin, [5.0]) is None
     assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0), at(4.0)], begin, [5.0]) is None
     assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, []) is None
+
+
+def test_a_pack_is_aligned_only_when_asked_or_when_a_segment_crosses_clips(engine, monkeypatch):
+    """Word alignment tells where to cut a segment said across two clips; a pack whose
+    segments each stay in one clip is split without it, unless a clip asked for words."""
+    recordings = [corpus.JFK, corpus.HOTWORDS, corpus.STEREO]
+    parts = [_features(engine, r) for r in recordings]
+    features = np.concatenate([f for f, _ in parts])
+    frames = [n[0] for _, n in parts]
+    aligned, crossings = [], []
+    align, cross = engine.model.add_word_timestamps, packing.segments_cross_clips
+    monkeypatch.setattr(engine.model, "add_word_timestamps",
+                        lambda segments, *a: aligned.append(len(segments)) or align(segments, *a))
+    monkeypatch.setattr(packing, "segments_cross_clips",
+                        lambda *a, **k: crossings.append(cross(*a, **k)) or crossings[-1])
+
+    plain = engine.transcribe_windows(features, frames, [DecodeOptions()] * 3, workers=1)
+    assert len(crossings) == 1 and len(aligned) == int(crossings[0])
+    assert all("words" not in s for outcome in plain for s in outcome["segments"])
+    assert wer(corpus.JFK.transcript, _text(plain[0])) < 0.2, _text(plain[0])
+    assert "curtain" in _text(plain[2]).lower(), _text(plain[2])
+
+    aligned.clear()
+    options = [DecodeOptions(), DecodeOptions(word_timestamps=True), DecodeOptions()]
+    worded = engine.transcribe_windows(features, frames, options, workers=1)
+    assert aligned == [1]
+    assert all(s["words"] for s in worded[1]["segments"])
+    assert all("words" not in s for s in worded[0]["segments"] + worded[2]["segments"])
+    assert [_text(o) for o in worded] == [_text(o) for o in plain]

@@ -279,6 +279,23 @@ def test_a_word_said_across_two_packed_clips_is_caught():
                                     frames) == 1
 
 
+def test_a_segment_said_across_two_packed_clips_is_caught():
+    # clips of 4 s each: speech at 0-4, 5-9 and 10-14 s (1 s gaps)
+    frames = [400, 400, 400]
+
+    def crosses(*spans):
+        segments = [{"start": a, "end": b, "text": " x"} for a, b in spans]
+        return packing.segments_cross_clips({"segments": segments}, frames)
+
+    # Whisper ends a segment where the next speech starts: no crossing, no alignment needed.
+    assert not crosses((0.0, 5.0), (5.0, 9.0), (10.0, 14.0))
+    assert not crosses((0.0, 5.1), (5.1, 10.08))
+    # The end of clip 1 and the start of clip 2 in one segment: its words must say where to cut.
+    assert crosses((0.0, 6.0))
+    assert crosses((5.0, 7.0), (7.0, 11.5))
+    assert not crosses()
+
+
 def test_spread_gives_every_worker_a_window_when_clips_allow():
     assert packing.spread([[0, 1, 2, 3]], 2) == [[0, 1], [2, 3]]
     assert packing.spread([[0, 1, 2], [3]], 2) == [[0, 1, 2], [3]]

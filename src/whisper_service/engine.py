@@ -192,14 +192,13 @@ class WhisperEngine:
             if len(group) == 1:
                 units.append(self._alone(features, num_frames, options, group[0]))
                 continue
-            packed, content = packing.pack_features(features[group], [num_frames[i] for i in group])
-            # Word timings tell which clip each word was said in. One temperature only: a
-            # packed window whose text looks wrong is not sampled again; its clips are
-            # decoded alone instead, with the usual fallback.
-            starts = [o / packing.FRAMES_PER_SECOND
-                      for o in packing.offsets([num_frames[i] for i in group])[1:]]
-            units.append(_Unit(packed, content, replace(options[group[0]], word_timestamps=True),
-                               False, group, starts))
+            clip_frames = [num_frames[i] for i in group]
+            packed, content = packing.pack_features(features[group], clip_frames)
+            # One temperature only: a packed window whose text looks wrong is not sampled
+            # again; its clips are decoded alone instead, with the usual fallback.
+            words = any(options[i].word_timestamps for i in group)
+            units.append(_Unit(packed, content, replace(options[group[0]], word_timestamps=words),
+                               False, group, clip_frames))
         return units
 
     def _split_packed(self, unit: "_Unit", outcome: WindowOutcome, num_frames, options
@@ -246,7 +245,7 @@ class WhisperEngine:
                 return self._run_group(np.stack([units[i].features for i in chosen]),
                                        [units[i].num_frames for i in chosen],
                                        [units[i].options for i in chosen], fallback,
-                                       [units[i].clip_starts for i in chosen])
+                                       [units[i].clip_frames for i in chosen])
             try:
                 results = run(indices)
             except Exception:  # noqa: BLE001 - find which window breaks the batch
@@ -281,15 +280,20 @@ class WhisperEngine:
     # ------------------------------------------------------------------------ one group
     def _run_group(
         self, features: np.ndarray, num_frames: List[int], options: List[DecodeOptions],
-        fallback: bool = True, clip_starts: Optional[List[List[float]]] = None,
+        fallback: bool = True, clip_frames: Optional[List[Optional[List[int]]]] = None,
     ) -> List[dict]:
+        """Decode windows in one batch. clip_frames: for a packed window, its clips' content
+        frames (see packing), else None."""
+        clip_frames = clip_frames or [None] * len(options)
         encoder_output = self._encode(features)
         languages = self._languages(encoder_output, options)
         tokenizers = [self.tokenizer(lang, o.task) for (lang, _), o in zip(languages, options)]
         prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
         decoded = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0],
                                                fallback)
-        if clip_starts and any(clip_starts):
+        clip_starts = [[o / packing.FRAMES_PER_SECOND for o in packing.offsets(frames)[1:]]
+                       if frames else [] for frames in clip_frames]
+        if any(clip_starts):
             self._continue_past_skips(encoder_output, prompts, tokenizers, decoded, clip_starts,
                                       options[0])
 
@@ -319,7 +323,12 @@ class WhisperEngine:
                     "covered": covered,
                 }
             )
-        self._add_words(encoder_output, num_frames, options, tokenizers, results)
+        # A packed window needs word timings only where a segment runs across clips: the
+        # words then say where to cut it (see packing.split_result).
+        wanted = [i for i, o in enumerate(options) if results[i]["segments"] and (
+            o.word_timestamps or (clip_frames[i]
+                                  and packing.segments_cross_clips(results[i], clip_frames[i])))]
+        self._add_words(encoder_output, num_frames, wanted, tokenizers, results)
         for result in results:
             for seg in result["segments"]:
                 del seg["tokens"]
@@ -458,8 +467,8 @@ class WhisperEngine:
         return _Decoded(tokens, float(avg_logprob), float(output.no_speech_prob),
                         compression_ratio(text), temperature)
 
-    def _add_words(self, encoder_output, num_frames, options, tokenizers, results) -> None:
-        wanted = [i for i, o in enumerate(options) if o.word_timestamps and results[i]["segments"]]
+    def _add_words(self, encoder_output, num_frames, wanted: List[int], tokenizers, results
+                   ) -> None:
         by_tokenizer: Dict[int, List[int]] = {}
         for i in wanted:
             by_tokenizer.setdefault(id(tokenizers[i]), []).append(i)
@@ -476,7 +485,7 @@ class WhisperEngine:
             self.model.add_word_timestamps(
                 segment_lists,
                 tokenizers[indices[0]],
-                _take(encoder_output, indices, len(options)),
+                _take(encoder_output, indices, len(results)),
                 [num_frames[i] for i in indices],
                 PREPEND_PUNCTUATIONS,
                 APPEND_PUNCTUATIONS,
@@ -495,7 +504,7 @@ class _Unit:
     options: DecodeOptions
     fallback: bool
     members: List[int]  # the batch's windows it answers for
-    clip_starts: Optional[List[float]] = None  # packed: window time where clips 2.. start
+    clip_frames: Optional[List[int]] = None  # packed: each clip's content frames
 
 
 def _balanced(units: Sequence[_Unit], workers: int) -> List[List[int]]:

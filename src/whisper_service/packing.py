@@ -2,8 +2,9 @@
 
 Whisper always encodes 30 s, so a 4 s clip pays for 30 s of encoder work. Short windows that
 share their decoding options are laid side by side in one window (their log-mel frames, with
-a second of their own silence between them), decoded once with word timings, and each word
-goes back to the clip it was said in. Pure functions: no model needed to test them.
+a second of their own silence between them), decoded once, and each segment goes back to the
+clip it was said in (word by word, from word timings, when its timing runs across clips).
+Pure functions: no model needed to test them.
 """
 
 from __future__ import annotations
@@ -127,19 +128,40 @@ def straddling_words(result: dict, frames: Sequence[int], gap: int = GAP_FRAMES,
     skips a copy) and the split cannot be trusted. A last word whose timing runs on into
     the silence after its clip, as DTW timings often do, is not counted.
     """
-    spans = [(o / FRAMES_PER_SECOND, (o + f) / FRAMES_PER_SECOND)
-             for o, f in zip(offsets(frames, gap), frames)]
-
-    def clips_touched(start: float, end: float) -> int:
-        return sum(1 for a, b in spans if min(end, b) - max(start, a) > slack)
-
+    spans = _clip_spans(frames, gap)
     return sum(1 for segment in result["segments"] for word in segment.get("words") or []
-               if clips_touched(word["start"], word["end"]) > 1)
+               if _clips_touched(spans, word["start"], word["end"], slack) > 1)
+
+
+def _clip_spans(frames: Sequence[int], gap: int) -> List[Tuple[float, float]]:
+    """(start, end) in seconds of each clip's speech inside the packed window."""
+    return [(o / FRAMES_PER_SECOND, (o + f) / FRAMES_PER_SECOND)
+            for o, f in zip(offsets(frames, gap), frames)]
+
+
+def _clips_touched(spans: Sequence[Tuple[float, float]], start: float, end: float,
+                   slack: float) -> int:
+    return sum(1 for a, b in spans if min(end, b) - max(start, a) > slack)
+
+
+def segments_cross_clips(result: dict, frames: Sequence[int], gap: int = GAP_FRAMES,
+                         slack: float = 0.2) -> bool:
+    """Whether some segment's timing overlaps the speech of two clips by more than `slack`
+    seconds each.
+
+    When none does, every segment goes whole to the clip it was said in, and the packed
+    window needs no word timings to be split back. Whisper often ends a segment where the
+    next speech starts, i.e. at the next clip's start: that alone is not a crossing.
+    """
+    spans = _clip_spans(frames, gap)
+    return any(_clips_touched(spans, segment["start"], segment["end"], slack) > 1
+               for segment in result["segments"])
 
 
 def split_result(result: dict, frames: Sequence[int], keep_words: Sequence[bool],
                  gap: int = GAP_FRAMES) -> List[dict]:
-    """The packed window's result (with word timings) as one result per clip, clip time."""
+    """The packed window's result as one result per clip, in clip time: segments with word
+    timings are cut word by word, those without go whole to the clip their middle lies in."""
     starts = [o / FRAMES_PER_SECOND for o in offsets(frames, gap)]
     lengths = [f / FRAMES_PER_SECOND for f in frames]
     owner = _owner(frames, gap)
