@@ -37,6 +37,7 @@ TEMPERATURE_STEP = 0.2
 BEST_OF = 5
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s
 TIMESTAMP_SECONDS = 0.02
+TIMESTAMP_INDEX_LIMIT = 1500  # <|30.00|>: a continuation's forced first timestamp may be anywhere
 # Times a packed window is decoded on past a clip Whisper ended before (each time one clip).
 MAX_CONTINUATIONS = 2
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -359,10 +360,12 @@ class WhisperEngine:
                 chosen[i] = (token[2:-2], float(probability))
         return chosen
 
-    def _prompt(self, tokenizer: Tokenizer, opts: DecodeOptions) -> List[int]:
+    def _prompt(self, tokenizer: Tokenizer, opts: DecodeOptions,
+                decoded_so_far: Sequence[int] = ()) -> List[int]:
         previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
         return self.model.get_prompt(
-            tokenizer, previous_tokens=previous, without_timestamps=False, hotwords=opts.hotwords
+            tokenizer, previous_tokens=previous + list(decoded_so_far), without_timestamps=False,
+            hotwords=opts.hotwords
         )
 
     def _generate_with_fallback(
@@ -398,7 +401,7 @@ class WhisperEngine:
         return final  # type: ignore[return-value]
 
     def _generate(self, encoder_output, prompts, beam_size: int, temperature: float,
-                  max_length: Optional[int] = None):
+                  max_initial_timestamp_index: int = MAX_INITIAL_TIMESTAMP_INDEX):
         if temperature > 0:
             sampling = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0,
                             sampling_temperature=temperature)
@@ -407,12 +410,12 @@ class WhisperEngine:
         return self.model.model.generate(
             encoder_output,
             prompts,
-            max_length=max_length or self.model.max_length,
+            max_length=self.model.max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=self.suppress_tokens,
-            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+            max_initial_timestamp_index=max_initial_timestamp_index,
             **sampling,
         )
 
@@ -421,43 +424,55 @@ class WhisperEngine:
         """Packed windows where Whisper said end-of-text before a later clip began: decode on
         from that clip, on the same encoder output (no second encode).
 
-        The text so far and the timestamp where the skipped clip starts become the prefix, so
-        Whisper goes on with that clip's text. Measured on the test recordings: an upload that
-        stops mid-sentence ("... in the ComfyUI") is often taken for the end of the window.
+        Whisper goes on as it does after a window boundary: the text so far is its previous
+        text, and the first timestamp is forced to where the skipped clip starts. Measured on
+        the test recordings: an upload that stops mid-sentence ("... in the ComfyUI") is often
+        taken for the end of the window. (Forcing the whole text so far as a prefix costs as
+        much as decoding it again: CTranslate2 steps through a prefix token by token.)
         """
         for _ in range(MAX_CONTINUATIONS):
-            todo, heads = [], []  # heads: the text so far plus the skipped clip's timestamp
+            todo, stamps = [], []
             for i, dec in enumerate(decoded):
                 start = _skipped_clip_start(dec.tokens, self.timestamp_begin, clip_starts[i] or [])
-                if start is None:
-                    continue
-                todo.append(i)
-                heads.append(dec.tokens + [self.timestamp_begin
-                                           + int(round(start / TIMESTAMP_SECONDS))])
+                if start is not None:
+                    todo.append(i)
+                    stamps.append(self.timestamp_begin + int(round(start / TIMESTAMP_SECONDS)))
             if not todo:
                 return
-            prefixes = [prompts[i] + head for i, head in zip(todo, heads)]
-            longest = max(len(p) for p in prefixes)
-            outputs = self._generate(_take(encoder_output, todo, len(decoded)), prefixes,
-                                     opts.beam_size, decoded[todo[0]].temperature,
-                                     max_length=max(1, self.model.max_length - longest))
-            for i, head, out in zip(todo, heads, outputs):
-                before = decoded[i]
-                added = out.sequences_ids[0]
-                if added[:len(head)] == head:
-                    added = added[len(head):]  # CTranslate2 returns the prefix too
-                tokens = head + added
-                if not any(t < self.eot for t in added):
-                    # Nothing said from there on: keep the window as it was decoded.
-                    clip_starts[i] = []
-                    continue
-                new_logprob = out.scores[0] * len(added) / (len(added) + 1)
-                weight = len(before.tokens) / max(1, len(tokens))
-                text = tokenizers[i].decode(tokens).strip()
-                decoded[i] = _Decoded(tokens, float(weight * before.avg_logprob
-                                                    + (1 - weight) * new_logprob),
-                                      before.no_speech_prob, compression_ratio(text),
-                                      before.temperature)
+            # One batch needs <|startoftranscript|> at one position: the same number of
+            # previous tokens everywhere (the most recent ones).
+            keep = min(len(decoded[i].tokens) for i in todo)
+            continued = {}
+            for i, stamp in zip(todo, stamps):
+                prompt = self._prompt(tokenizers[i], opts, decoded[i].tokens[-keep:])
+                continued.setdefault(len(prompt), []).append((i, prompt + [stamp]))
+            for batch in continued.values():
+                indices = [i for i, _ in batch]
+                outputs = self._generate(_take(encoder_output, indices, len(decoded)),
+                                         [prompt for _, prompt in batch], opts.beam_size,
+                                         decoded[indices[0]].temperature,
+                                         max_initial_timestamp_index=TIMESTAMP_INDEX_LIMIT)
+                for (i, prompt), out in zip(batch, outputs):
+                    self._append(i, decoded, clip_starts, prompt[-1], out, tokenizers[i])
+
+    def _append(self, i: int, decoded: List[_Decoded], clip_starts: List[List[float]],
+                stamp: int, out, tokenizer: Tokenizer) -> None:
+        """Add a continuation's tokens (after its forced timestamp) to window i's decode."""
+        before = decoded[i]
+        added = out.sequences_ids[0]
+        if added[:1] == [stamp]:
+            added = added[1:]  # CTranslate2 returns the forced token too
+        if not any(t < self.eot for t in added):
+            # Nothing said from there on: keep the window as it was decoded.
+            clip_starts[i] = []
+            return
+        tokens = before.tokens + [stamp] + added
+        new_logprob = out.scores[0] * (len(added) + 1) / (len(added) + 2)
+        weight = len(before.tokens) / len(tokens)
+        text = tokenizer.decode(tokens).strip()
+        decoded[i] = _Decoded(tokens, float(weight * before.avg_logprob
+                                            + (1 - weight) * new_logprob),
+                              before.no_speech_prob, compression_ratio(text), before.temperature)
 
     def _decoded(self, output, tokenizer: Tokenizer, temperature: float) -> _Decoded:
         tokens = output.sequences_ids[0]
