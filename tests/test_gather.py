@@ -55,6 +55,26 @@ def test_waiting_ends_when_the_others_are_ready(boards):
     assert 0.08 <= waited < 0.5
 
 
+def test_waiting_lasts_while_uploads_keep_arriving(boards):
+    """A client sends the rest of a burst as its answers come in: an upload that arrived a
+    moment ago (and is already prepared) still holds the others for the quiet period."""
+    first, second, _ = boards
+    second.mark(True)
+    second.mark(False)
+    started = time.monotonic()
+    asyncio.run(first.wait_for_others(1.0, quiet_s=0.1))
+    assert 0.08 <= time.monotonic() - started < 0.5
+    # Without a quiet period, or once it is over, nobody waits.
+    assert asyncio.run(first.wait_for_others(1.0)) < 0.05
+    assert asyncio.run(first.wait_for_others(1.0, quiet_s=0.1)) < 0.05
+
+
+def test_a_lone_upload_does_not_wait_for_its_own_arrival(boards):
+    boards[0].mark(True)
+    boards[0].mark(False)
+    assert asyncio.run(boards[0].wait_for_others(1.0, quiet_s=0.2)) < 0.05
+
+
 def test_waiting_is_bounded(boards):
     boards[1].mark(True)
     started = time.monotonic()

@@ -4,12 +4,15 @@ Twenty front instances decode uploads in parallel; when a burst arrives, the fir
 would otherwise reach an idle engine alone and be decoded in a batch of one (no packing, one
 CPU worker idle) while the rest queue behind it. Each front marks on a shared board, for the
 time it decodes an upload and computes its first features, that it is preparing; before its
-first engine call a front waits, briefly and boundedly, while others are still preparing.
+first engine call a front waits, briefly and boundedly, while others are still preparing, or
+while uploads are still arriving (another one arrived less than a quiet period ago): a client
+sends the next uploads of a burst over tens of milliseconds, as its answers come in, and an
+upload that arrives after the others have left would reach the engine alone, after their batch.
 A lone request sees an empty board and never waits.
 
-The board is a small file of float64 slots, one per front instance, mapped into every
-instance: a slot holds the monotonic time until which its owner counts as preparing (0 when
-not). A stub killed mid-preparation leaves a slot that goes stale by itself.
+The board is a small file of float64 slots, two per front instance, mapped into every
+instance: the monotonic time until which its owner counts as preparing (0 when not), and when
+its last upload arrived. A stub killed mid-preparation leaves a slot that goes stale by itself.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ class PreparationBoard:
         self.slot = slot % SLOTS
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < SLOTS * 8:
-                os.ftruncate(fd, SLOTS * 8)  # the same size from every instance: idempotent
-            self._map = mmap.mmap(fd, SLOTS * 8)
+            if os.fstat(fd).st_size < 2 * SLOTS * 8:
+                os.ftruncate(fd, 2 * SLOTS * 8)  # the same size from every instance: idempotent
+            self._map = mmap.mmap(fd, 2 * SLOTS * 8)
         finally:
             os.close(fd)
-        self._slots = np.frombuffer(self._map, dtype=np.float64)
+        values = np.frombuffer(self._map, dtype=np.float64)
+        self._slots, self._arrivals = values[:SLOTS], values[SLOTS:]
 
     @classmethod
     def for_server(cls, instance_name: str, server_pid: Optional[int] = None
@@ -53,24 +57,35 @@ class PreparationBoard:
         return cls(path, _instance_index(instance_name))
 
     def mark(self, preparing: bool) -> None:
-        self._slots[self.slot] = time.monotonic() + STALE_AFTER_S if preparing else 0.0
+        """True when an upload arrives and its preparation starts, False when it ends."""
+        now = time.monotonic()
+        self._slots[self.slot] = now + STALE_AFTER_S if preparing else 0.0
+        if preparing:
+            self._arrivals[self.slot] = now
 
     def others_preparing(self) -> int:
         live = self._slots > time.monotonic()
         live[self.slot] = False
         return int(live.sum())
 
-    async def wait_for_others(self, limit_s: float) -> float:
-        """Wait while other fronts are preparing, at most limit_s; returns the time waited."""
+    def others_arrived_within(self, seconds: float) -> int:
+        recent = self._arrivals > time.monotonic() - seconds
+        recent[self.slot] = False
+        return int(recent.sum())
+
+    async def wait_for_others(self, limit_s: float, quiet_s: float = 0.0) -> float:
+        """Wait while other fronts are preparing, or another upload arrived less than quiet_s
+        ago; at most limit_s. Returns the time waited."""
         started = time.monotonic()
-        while limit_s > 0 and self.others_preparing():
+        while limit_s > 0 and (self.others_preparing()
+                               or (quiet_s > 0 and self.others_arrived_within(quiet_s))):
             if time.monotonic() - started >= limit_s:
                 break
             await asyncio.sleep(POLL_S)
         return time.monotonic() - started
 
     def close(self, remove: bool = False) -> None:
-        self._slots = None  # type: ignore[assignment]
+        self._slots = self._arrivals = None  # type: ignore[assignment]
         self._map.close()
         if remove:
             self.path.unlink(missing_ok=True)

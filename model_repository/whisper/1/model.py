@@ -51,6 +51,8 @@ class TritonPythonModel:
         # Uploads that arrive together wait (at most this long) for each other before their
         # first engine call, so that they share one engine batch; 0 turns it off.
         self.gather_s = float(params.get("gather_uploads_ms", "250")) / 1000.0
+        # ... and, within that bound, until no upload has arrived for this long.
+        self.quiet_s = float(params.get("gather_quiet_ms", "40")) / 1000.0
         self.board = (PreparationBoard.for_server(args["model_instance_name"])
                       if self.gather_s > 0 else None)
 
@@ -100,7 +102,7 @@ class TritonPythonModel:
         """Before an upload's first engine call: let uploads being prepared catch up."""
         if self.board is not None:
             self.board.mark(False)
-            await self.board.wait_for_others(self.gather_s)
+            await self.board.wait_for_others(self.gather_s, self.quiet_s)
 
     async def _answer(self, request):
         started = time.perf_counter()
