@@ -298,8 +298,7 @@ class WhisperEngine:
         clip_starts = [[o / packing.FRAMES_PER_SECOND for o in packing.offsets(frames)[1:]]
                        if frames else [] for frames in clip_frames]
         if any(clip_starts):
-            self._continue_past_skips(encoder_output, prompts, tokenizers, decoded, clip_starts,
-                                      options[0])
+            self._continue_past_skips(encoder_output, options, tokenizers, decoded, clip_starts)
 
         results = []
         for i, dec in enumerate(decoded):
@@ -422,8 +421,8 @@ class WhisperEngine:
             **sampling,
         )
 
-    def _continue_past_skips(self, encoder_output, prompts, tokenizers, decoded: List[_Decoded],
-                             clip_starts: List[List[float]], opts: DecodeOptions) -> None:
+    def _continue_past_skips(self, encoder_output, options: List[DecodeOptions], tokenizers,
+                             decoded: List[_Decoded], clip_starts: List[List[float]]) -> None:
         """Packed windows where Whisper said end-of-text before a later clip began: decode on
         from that clip, on the same encoder output (no second encode).
 
@@ -447,12 +446,15 @@ class WhisperEngine:
             keep = min(len(decoded[i].tokens) for i in todo)
             continued = {}
             for i, stamp in zip(todo, stamps):
-                prompt = self._prompt(tokenizers[i], opts, decoded[i].tokens[-keep:])
+                # Each window's own prompt text and hotwords: packs with different ones may
+                # share this batch.
+                prompt = self._prompt(tokenizers[i], options[i], decoded[i].tokens[-keep:])
                 continued.setdefault(len(prompt), []).append((i, prompt + [stamp]))
             for batch in continued.values():
                 indices = [i for i, _ in batch]
                 outputs = self._generate(_take(encoder_output, indices, len(decoded)),
-                                         [prompt for _, prompt in batch], opts.beam_size,
+                                         [prompt for _, prompt in batch],
+                                         options[indices[0]].beam_size,
                                          decoded[indices[0]].temperature,
                                          max_initial_timestamp_index=TIMESTAMP_INDEX_LIMIT)
                 for (i, prompt), out in zip(batch, outputs):
