@@ -88,27 +88,6 @@ def test_tail_keeps_the_time_map():
     assert rest.to_original(1.0) == pytest.approx(12.5)
 
 
-# ------------------------------------------------------------------------ token splitting
-def test_segments_between_timestamp_pairs():
-    tokens = [TS + 0, 1, 2, TS + 50, TS + 50, 3, TS + 100]
-    segments, covered = split_by_timestamps(tokens, TS, 5.0)
-    assert [(s["start"], s["end"], s["tokens"]) for s in segments] == [(0.0, 1.0, [1, 2]), (1.0, 2.0, [3])]
-    assert covered == 5.0  # single timestamp at the end: nothing more to say
-
-
-def test_unfinished_last_segment_is_dropped_and_reported():
-    segments, covered = split_by_timestamps([TS + 0, 1, 2, TS + 50, TS + 50, 3, 4], TS, 10.0)
-    assert [s["tokens"] for s in segments] == [[1, 2]]
-    assert covered == 1.0
-
-
-def test_text_without_timestamps_is_one_segment():
-    segments, covered = split_by_timestamps([5, 6], TS, 4.0)
-    assert segments == [{"start": 0.0, "end": 4.0, "tokens": [5, 6]}]
-    assert covered == 4.0
-    assert split_by_timestamps([], TS, 4.0) == ([], 4.0)
-
-
 # ------------------------------------------------------------------------------ options
 LIMITS = Limits()
 
