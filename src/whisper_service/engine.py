@@ -40,6 +40,8 @@ TIMESTAMP_SECONDS = 0.02
 TIMESTAMP_INDEX_LIMIT = 1500  # <|30.00|>: a continuation's forced first timestamp may be anywhere
 # Times a packed window is decoded on past a clip Whisper ended before (each time one clip).
 MAX_CONTINUATIONS = 2
+# Languages (most probable first) reported per window whose language was detected.
+LANGUAGES_REPORTED = 5
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -291,7 +293,7 @@ class WhisperEngine:
         clip_frames = clip_frames or [None] * len(options)
         encoder_output = self._encode(features)
         languages = self._languages(encoder_output, options)
-        tokenizers = [self.tokenizer(lang, o.task) for (lang, _), o in zip(languages, options)]
+        tokenizers = [self.tokenizer(lang, o.task) for (lang, _, _), o in zip(languages, options)]
         prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
         decoded = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0],
                                                fallback)
@@ -316,6 +318,8 @@ class WhisperEngine:
                 {
                     "language": languages[i][0],
                     "language_probability": languages[i][1],
+                    # The upload's language is chosen from these over all its windows.
+                    "language_probs": languages[i][2],
                     "avg_logprob": dec.avg_logprob,
                     "no_speech_prob": dec.no_speech_prob,
                     "compression_ratio": dec.compression_ratio,
@@ -347,10 +351,10 @@ class WhisperEngine:
         outputs = [np.asarray(self.model.encode(features[i:i + 1])) for i in range(len(features))]
         return ctranslate2.StorageView.from_array(np.concatenate(outputs))
 
-    def _languages(self, encoder_output, options: List[DecodeOptions]) -> List[Tuple[str, float]]:
-        chosen: List[Tuple[str, float]] = [
-            (o.language, 1.0) if o.language else ("en", 1.0) for o in options
-        ]
+    def _languages(self, encoder_output, options: List[DecodeOptions]
+                   ) -> List[Tuple[str, float, Dict[str, float]]]:
+        """(language, its probability, the most probable languages) per window."""
+        chosen = [(o.language or "en", 1.0, {o.language or "en": 1.0}) for o in options]
         if not self.multilingual or all(o.language for o in options):
             return chosen
         # One decoder step for the whole batch is cheaper than slicing out the windows that
@@ -358,8 +362,10 @@ class WhisperEngine:
         detected = self.model.model.detect_language(encoder_output)
         for i, o in enumerate(options):
             if not o.language:
-                token, probability = detected[i][0]
-                chosen[i] = (token[2:-2], float(probability))
+                ranked = {token[2:-2]: round(float(p), 4)
+                          for token, p in detected[i][:LANGUAGES_REPORTED]}
+                language = next(iter(ranked))
+                chosen[i] = (language, ranked[language], ranked)
         return chosen
 
     def _prompt(self, tokenizer: Tokenizer, opts: DecodeOptions,

@@ -58,6 +58,12 @@ class SpeechMetrics:
         # Per process: a stub that dies mid-request leaves its series behind, and the
         # launcher's drain must be able to ignore it.
         self._in_flight = self._in_flight_family.Metric(labels={**self._labels, "pid": str(os.getpid())})
+        self._lost_family = family(
+            name="whisper_windows_without_text_total",
+            description="Windows where the VAD heard speech but Whisper returned no text",
+            kind=family.COUNTER,
+        )
+        self._lost = self._lost_family.Metric(labels=self._labels)
         self._by_language: Dict[str, object] = {}
         self._by_reason: Dict[str, object] = {}
 
@@ -85,6 +91,10 @@ class SpeechMetrics:
             metric = self._errors_family.Metric(labels={**self._labels, "reason": reason})
             self._by_reason[reason] = metric
         metric.increment(1)
+
+    def speech_without_text(self, windows: int) -> None:
+        if windows > 0:
+            self._lost.increment(windows)
 
     def vad_removed(self, seconds: float) -> None:
         if seconds > 0:

@@ -7,6 +7,7 @@ finish(): stitch the engine's window results into one Transcription.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -19,14 +20,28 @@ from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
 from whisper_service.stitch import stitch
-from whisper_service.windows import (Window, fixed_windows, loud_seconds, speech_spans,
+from whisper_service.windows import (EVIDENCE_VAD, Window, halves, region_windows,
+                                     speech_regions, speech_seconds, speech_spans,
                                      speech_windows, tail)
+
+log = logging.getLogger(__name__)
 
 # A tail shorter than this is not worth a window of its own.
 MIN_TAIL_SECONDS = 1.0
 MAX_TAIL_ROUNDS = 3
 END_MARGIN_SECONDS = 0.5
-MIN_LEFTOVER_SOUND_SECONDS = 2.0
+# Evidence of speech (VAD seconds) that makes the rest of a window worth decoding again after
+# Whisper said it was done; and that makes an empty window a loss worth counting.
+MIN_LEFTOVER_SPEECH_SECONDS = 1.0
+MIN_AUDIO_SECONDS = 0.1
+# A window with this much speech (VAD seconds) whose text weighs less than this per second of
+# speech is decoded again in halves (text_weight: about 12 per second in read English, 13 in
+# Mandarin). Halves win if they say this much more.
+MIN_SPARSE_SPEECH_SECONDS = 8.0
+MIN_TEXT_PER_SPEECH_SECOND = 3.0
+MIN_SPLIT_SECONDS = 3.0
+HALVES_BETTER = 1.3
+MAX_SPLIT_DEPTH = 2
 
 
 @dataclass
@@ -35,12 +50,42 @@ class Job:
     duration: float
     windows: List[Window]
     to_send: List[int]
-    """Indices of the windows that are not silent."""
+    """Indices of the windows that may hold speech."""
     speech_seconds: Optional[float] = None
     """Seconds left after VAD, when VAD was on."""
     results: List[Optional[dict]] = field(default_factory=list)
     rounds: Dict[int, int] = field(default_factory=dict)
     """How many times a window's tail has been decoded again (its ancestry depth)."""
+    evidence: List[Tuple[int, int]] = field(default_factory=list)
+    """Sample ranges of the upload where the VAD hears speech."""
+    parents: Dict[int, int] = field(default_factory=dict)
+    """Tail window -> the window whose unfinished text it decodes again."""
+    tail_of: Dict[int, int] = field(default_factory=dict)
+    """Tail window -> the window it is the rest of."""
+    detected: Dict[int, Dict[str, float]] = field(default_factory=dict)
+    """Window -> the most probable languages, as detected for it."""
+    halves: Dict[int, Tuple[int, int]] = field(default_factory=dict)
+    """Window -> its two halves, while both are being decoded (see split_sparse)."""
+    windows_without_text: int = 0
+    """Windows where the VAD heard speech but no text came back (see check_coverage)."""
+
+    def settle(self, index: int, result: dict) -> None:
+        """Store the engine's result for a window. A tail that found nothing gives its parent
+        back the unfinished text it was meant to replace: a retry never loses speech."""
+        self.results[index] = result
+        if len(result.get("language_probs") or {}) > 1:
+            # Detected, not given: what the upload's language is voted from, also after the
+            # window is decoded again in another language.
+            self.detected[index] = result["language_probs"]
+        parent = self.parents.get(index)
+        if parent is None or self.results[parent] is None:
+            return
+        kept = self.results[parent]["segments"]
+        if result["segments"]:
+            kept[:] = [s for s in kept if not s.get("unfinished")]
+        else:
+            for segment in kept:
+                segment.pop("unfinished", None)
 
     @property
     def vad_removed_seconds(self) -> float:
@@ -61,16 +106,24 @@ class Pipeline:
             )
         audio = decode_audio(data, self.limits.max_audio_seconds)
         duration = audio.size / SAMPLE_RATE
+        if duration < MIN_AUDIO_SECONDS:
+            raise InvalidAudioError(
+                f"AUDIO is too short: {duration:.3f} s of samples; send at least "
+                f"{MIN_AUDIO_SECONDS} s of audio.", "audio_too_short")
         speech_seconds = None
         if options.vad_filter:
             spans = speech_spans(audio)
             speech_seconds = sum(end - start for start, end in spans) / SAMPLE_RATE
+            evidence = spans
             windows = speech_windows(audio, spans)
         else:
-            windows = fixed_windows(audio)
+            # Windows cover where the VAD hears speech, with room around it; long pauses of
+            # noise or silence are never sent (Whisper invents text there).
+            evidence = speech_spans(audio, EVIDENCE_VAD)
+            windows = region_windows(audio, speech_regions(audio, evidence))
         to_send = [i for i, w in enumerate(windows) if not w.is_silent()]
         return Job(options, duration, windows, to_send, speech_seconds,
-                   results=[None] * len(windows))
+                   results=[None] * len(windows), evidence=evidence)
 
     def chunks(self, job: Job, size: int, indices: Optional[Sequence[int]] = None
                ) -> Iterator[Tuple[List[int], np.ndarray, List[int]]]:
@@ -86,37 +139,128 @@ class Pipeline:
 
         Windows are decoded independently, so when Whisper stops early (an unfinished last
         segment, or an end-of-text before speech that is still there), the rest of the window
-        is decoded again on its own instead of being lost. Returns the new windows' indices.
+        is decoded again on its own. An unfinished segment stays in the result, marked, until
+        its tail is back (see Job.settle). A retry always starts at least MIN_TAIL_SECONDS into
+        the window: never the identical window again. Returns the new windows' indices.
         """
         added = []
         for index in indices:
             result, window = job.results[index], job.windows[index]
             if not result or job.rounds.get(index, 0) >= MAX_TAIL_ROUNDS:
+                _finalise(result)
                 continue
-            segments_end = max([s["end"] for s in result["segments"]], default=0.0)
+            segments = result["segments"]
+            unfinished = [s for s in segments if s.get("unfinished")]
+            complete_end = max([s["end"] for s in segments if not s.get("unfinished")],
+                               default=0.0)
             covered = result.get("covered", window.duration)
-            if covered < window.duration - MIN_TAIL_SECONDS:
-                # An unfinished last segment was dropped: decode from its start again.
-                start, needed = covered, 0.0
+            if unfinished or covered < window.duration - MIN_TAIL_SECONDS:
+                # Decode again from where the complete text stops (never before the end of a
+                # complete segment: what is complete is never dropped).
+                start = max(covered, complete_end)
+                needed = 0.3 if unfinished else MIN_LEFTOVER_SPEECH_SECONDS
             else:
-                # Whisper said "done" early: only worth a retry if plenty of sound is left
-                # after the last segment (timestamps are coarse near the end).
-                start, needed = segments_end + END_MARGIN_SECONDS, MIN_LEFTOVER_SOUND_SECONDS
-            if window.duration - start < MIN_TAIL_SECONDS:
+                # Whisper said "done" early: only worth a retry if the VAD hears plenty of
+                # speech after the last segment (timestamps are coarse near the end).
+                start, needed = complete_end + END_MARGIN_SECONDS, MIN_LEFTOVER_SPEECH_SECONDS
+            if start < MIN_TAIL_SECONDS or window.duration - start < MIN_TAIL_SECONDS:
+                _finalise(result)
                 continue
             rest = tail(window, start)
-            if rest.is_silent() or loud_seconds(rest.audio) < needed:
+            if rest.is_silent() or speech_seconds(rest, job.evidence) < needed:
+                _finalise(result)
                 continue
             job.windows.append(rest)
             job.results.append(None)
-            job.rounds[len(job.windows) - 1] = job.rounds.get(index, 0) + 1
-            added.append(len(job.windows) - 1)
-            # Only what was complete stays; the tail window brings the rest.
-            result["segments"] = [s for s in result["segments"] if s["end"] <= start + 0.01]
+            new = len(job.windows) - 1
+            job.rounds[new] = job.rounds.get(index, 0) + 1
+            job.tail_of[new] = index
+            added.append(new)
+            # What is complete stays; the unfinished text waits for the tail (Job.settle).
+            result["segments"] = [s for s in segments
+                                  if s.get("unfinished") or s["end"] <= start + 0.01]
+            if any(s.get("unfinished") for s in result["segments"]):
+                job.parents[new] = index
         return added
 
+    def split_sparse(self, job: Job, indices: Sequence[int]) -> List[int]:
+        """Windows whose text is far too short for the speech the VAD hears in them are cut
+        in two, each half to be decoded on its own; returns the halves' indices.
+
+        Measured: a window of 24 s of English and 3.5 s of German was detected as German and
+        came back as the German sentence alone; halves detect and decode each language.
+        """
+        added = []
+        for index in indices:
+            result, window = job.results[index], job.windows[index]
+            if not result or window.duration < 2 * MIN_SPLIT_SECONDS:
+                continue
+            heard = speech_seconds(window, job.evidence)
+            if heard < MIN_SPARSE_SPEECH_SECONDS:
+                continue
+            text = "".join(s["text"] for s in result["segments"])
+            if text_weight(text) >= MIN_TEXT_PER_SPEECH_SECOND * heard:
+                continue
+            for half in halves(window):
+                job.windows.append(half)
+                job.results.append(None)
+                added.append(len(job.windows) - 1)
+            job.halves[index] = (added[-2], added[-1])
+        return added
+
+    def keep_better_halves(self, job: Job) -> List[int]:
+        """For each window cut in two: keep the halves if they say clearly more, else the
+        window. Returns the windows that stay (the halves kept, the windows kept)."""
+        live = []
+        for index, pair in job.halves.items():
+            whole = text_weight("".join(s["text"] for s in job.results[index]["segments"]))
+            parts = sum(text_weight("".join(s["text"] for s in (job.results[i] or {}).get(
+                "segments", []))) for i in pair)
+            if parts > HALVES_BETTER * whole:
+                log.info("window at %.1f s said %d, its halves %d: keeping the halves",
+                         job.windows[index].start, whole, parts)
+                job.results[index] = None
+                live.extend(pair)
+            else:
+                for i in pair:
+                    job.results[i] = None
+                live.append(index)
+        job.halves.clear()
+        return live
+
+    def check_coverage(self, job: Job) -> int:
+        """Windows where the VAD hears speech but no text came back: logged, and counted
+        for the caller's metric (silence where there was speech is data loss)."""
+        lost = 0
+        for index, (window, result) in enumerate(zip(job.windows, job.results)):
+            if result is None or result["segments"] or job.rounds.get(index):
+                continue
+            heard = speech_seconds(window, job.evidence)
+            if heard >= MIN_LEFTOVER_SPEECH_SECONDS:
+                lost += 1
+                log.warning("window at %.1f s (%.1f s, %.1f s of speech by VAD) gave no text "
+                            "(no_speech_prob %.2f, avg_logprob %.2f)", window.start,
+                            window.duration, heard, result.get("no_speech_prob", 0.0),
+                            result.get("avg_logprob", 0.0))
+        job.windows_without_text = lost
+        return lost
+
     def finish(self, job: Job) -> Transcription:
+        for result in job.results:
+            _finalise(result)
         return stitch(job.windows, job.results, job.options, job.duration, job.speech_seconds)
+
+
+def text_weight(text: str) -> int:
+    """Letters and digits, a CJK character counting three (it carries about a word)."""
+    return sum(3 if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" else 1
+               for ch in text if ch.isalnum())
+
+
+def _finalise(result: Optional[dict]) -> None:
+    """Unfinished text that no retry replaced is kept as a segment of its own."""
+    for segment in (result or {}).get("segments", []):
+        segment.pop("unfinished", None)
 
 
 def warm_up(pipeline: Pipeline, with_vad: bool = True) -> None:

@@ -20,9 +20,10 @@ def stitch(
 ) -> Transcription:
     """`results[i]` is the engine's answer for `windows[i]`, or None for a silent window."""
     segments: List[Segment] = []
+    origin: List[int] = []  # the window each segment came from
     speech_by_language = defaultdict(float)
     probability_by_language = {}
-    for window, result in zip(windows, results):
+    for index, (window, result) in enumerate(zip(windows, results)):
         if not result:
             continue
         language = result["language"]
@@ -57,8 +58,10 @@ def stitch(
                     words=words,
                 )
             )
+            origin.append(index)
     # Tails decoded again come after all first-pass windows: put segments in time order.
-    segments.sort(key=lambda s: s.start)
+    order = sorted(range(len(segments)), key=lambda i: segments[i].start)
+    segments = _without_repeats([segments[i] for i in order], [origin[i] for i in order])
     for number, segment in enumerate(segments):
         segment.id = number
     _make_monotonic(segments)
@@ -78,6 +81,25 @@ def stitch(
         segments=segments,
         duration_after_vad=None if duration_after_vad is None else round(duration_after_vad, 3),
     )
+
+
+def _without_repeats(segments: List[Segment], origin: List[int]) -> List[Segment]:
+    """Drop a segment that says again what the one before it, from another window, said over
+    the same time (a window and its re-decoded tail both heard it)."""
+    kept: List[Segment] = []
+    kept_origin: List[int] = []
+    for segment, window in zip(segments, origin):
+        if (kept and kept_origin[-1] != window and segment.start < kept[-1].end
+                and _same_text(segment.text, kept[-1].text)):
+            continue
+        kept.append(segment)
+        kept_origin.append(window)
+    return kept
+
+
+def _same_text(a: str, b: str) -> bool:
+    squeeze = lambda text: "".join(ch for ch in text.lower() if ch.isalnum())  # noqa: E731
+    return bool(squeeze(a)) and squeeze(a) == squeeze(b)
 
 
 def _make_monotonic(segments: List[Segment]) -> None:

@@ -30,6 +30,7 @@ from whisper_service.errors import InvalidInputError
 from whisper_service.gather import PreparationBoard
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
+from whisper_service import upload
 from whisper_service.pipeline import Pipeline, warm_up
 
 OPTIONAL_INPUTS = ("LANGUAGE", "TASK", "BEAM_SIZE", "WORD_TIMESTAMPS", "VAD_FILTER",
@@ -50,7 +51,7 @@ class TritonPythonModel:
         self.limits = Limits.from_parameters(params)
         # Uploads that arrive together wait (at most this long) for each other before their
         # first engine call, so that they share one engine batch; 0 turns it off.
-        self.gather_s = float(params.get("gather_uploads_ms", "250")) / 1000.0
+        self.gather_s = float(params.get("gather_uploads_ms", "500")) / 1000.0
         # ... and, within that bound, until no upload has arrived for this long.
         self.quiet_s = float(params.get("gather_quiet_ms", "40")) / 1000.0
         self.board = (PreparationBoard.for_server(args["model_instance_name"])
@@ -139,27 +140,19 @@ class TritonPythonModel:
         options = parse_options(row, self.limits)
         job = self.pipeline.prepare(row["AUDIO"], options)
         self.metrics.vad_removed(job.vad_removed_seconds)
-        options_json = options.to_json().encode("utf-8")
-        todo = job.to_send
-        first_call = True
-        while todo:
-            pending = []
-            for indices, features, frames in self.pipeline.chunks(job, self.windows_per_call, todo):
-                if request.is_cancelled():
-                    raise _Cancelled()
-                if first_call:
-                    first_call = False
-                    await self._gather()
-                pending.append(self._call_engine(job, indices, features, frames, options_json))
-                if len(pending) >= self.calls_in_flight:
-                    await asyncio.gather(*pending)
-                    pending = []
-            await asyncio.gather(*pending)
-            todo = self.pipeline.retry_tails(job, todo)
-        return self.pipeline.finish(job)
+        try:
+            transcription = await upload.transcribe(
+                self.pipeline, job, self._call_engine, windows_per_call=self.windows_per_call,
+                calls_in_flight=self.calls_in_flight, cancelled=request.is_cancelled,
+                before_first_call=self._gather)
+        except upload.Cancelled:
+            raise _Cancelled() from None
+        self.metrics.speech_without_text(job.windows_without_text)
+        return transcription
 
-    async def _call_engine(self, job, indices, features, frames, options_json):
+    async def _call_engine(self, indices, features, frames, options):
         count = len(indices)
+        options_json = options.to_json().encode("utf-8")
         inputs = [
             pb_utils.Tensor("FEATURES", features),
             pb_utils.Tensor("NUM_FRAMES", np.array(frames, dtype=np.int32).reshape(count, 1)),
@@ -171,8 +164,7 @@ class TritonPythonModel:
         if response.has_error():
             raise _EngineError.from_triton(response.error(), self.engine_name)
         results = pb_utils.get_output_tensor_by_name(response, "WINDOW_RESULT").as_numpy()
-        for index, raw in zip(indices, results.reshape(-1)):
-            job.results[index] = json.loads(raw)
+        return [json.loads(raw) for raw in results.reshape(-1)]
 
     def finalize(self):
         if self.board is not None:
