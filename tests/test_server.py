@@ -109,6 +109,44 @@ def test_silence_gives_an_empty_transcript(triton_server):
         assert text == "" and result["segments"] == []
 
 
+def _non_speech(kind: str, seconds: float = 40.0) -> np.ndarray:
+    rng = np.random.default_rng(abs(hash(kind)) % 1000)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    if kind.startswith("white"):
+        x = rng.standard_normal(t.size)
+    elif kind == "pink":
+        spectrum = np.fft.rfft(rng.standard_normal(t.size))
+        x = np.fft.irfft(spectrum / np.sqrt(np.maximum(np.arange(spectrum.size), 1)), t.size)
+    elif kind == "brown":
+        x = np.cumsum(rng.standard_normal(t.size))
+        x -= np.convolve(x, np.ones(1601) / 1601, "same")
+    elif kind == "hum":
+        x = np.sin(2 * np.pi * 50 * t) + 0.4 * np.sin(2 * np.pi * 150 * t)
+    elif kind == "tone":
+        x = np.sin(2 * np.pi * 440 * t)
+    elif kind == "beeps":
+        x = np.sin(2 * np.pi * 800 * t) * ((t % 1.0) < 0.2)
+    else:  # clicks
+        x = ((np.arange(t.size) % 4000) < 8).astype(float)
+    level = {"white-quiet": -40, "white-loud": -25}.get(kind, -20)
+    return (x / np.abs(x).max() * 10 ** (level / 20)).astype(np.float32)
+
+
+NON_SPEECH = ["white-quiet", "white-loud", "pink", "brown", "hum", "tone", "beeps", "clicks"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_non_speech_gets_an_empty_transcript(triton_server, protocol):
+    """Noise of any colour, hum, tones and clicks: Whisper invents "thanks for watching" in
+    such audio; nothing of it may reach the caller."""
+    async def run():
+        return await asyncio.gather(*(transcribe_async(protocol, url(triton_server, protocol),
+                                                       encode(_non_speech(kind), "flac"))
+                                      for kind in NON_SPEECH))
+    for kind, (text, result) in zip(NON_SPEECH, asyncio.run(run())):
+        assert text == "" and result["segments"] == [], (kind, text)
+
+
 def test_hotwords_and_prompt_steer_spelling(triton_server):
     plain, _ = transcribe("grpc", triton_server.grpc_url, HOTWORDS.read_bytes())
     hot, _ = transcribe("grpc", triton_server.grpc_url, HOTWORDS.read_bytes(), hotwords="ComfyUI")
@@ -262,6 +300,8 @@ def test_metrics_show_triton_and_speech_series_after_traffic(triton_server):
     assert re.search(r'^whisper_engine_batch_windows_count\{model="whisper_engine"\} [1-9]', text, re.M)
     assert re.search(r'^whisper_requests_total\{language="en",model="whisper"\} [1-9]', text, re.M)
     assert re.search(r'^whisper_vad_removed_seconds_total\{model="whisper"\} ', text, re.M)
+    # Windows where the VAD heard speech and Whisper said nothing (data loss, watched for).
+    assert re.search(r'^whisper_windows_without_text_total\{model="whisper"\} \d', text, re.M)
 
 
 def test_python_logging_of_the_models_reaches_the_server_log(triton_server):

@@ -1,0 +1,148 @@
+"""The real recordings of ../shared/evalset (66 files, references in manifest.tsv), scoring
+per language, and long recordings joined from them in memory (nothing is written)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from whisper_service.accuracy import error_count
+
+ROOT = Path(__file__).resolve().parents[1]
+EVALSET_DIR = Path(os.environ.get("WHISPER_TEST_EVALSET", ROOT.parent / "shared" / "evalset"))
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: str
+    language: str
+    duration: float
+    reference: str
+
+    @property
+    def speaker(self) -> str:
+        """LibriSpeech's speaker id (file names are speaker-chapter-utterance)."""
+        return Path(self.path).name.split("-")[0]
+
+    def read_bytes(self) -> bytes:
+        return (EVALSET_DIR / self.path).read_bytes()
+
+
+@lru_cache(maxsize=1)
+def utterances() -> Tuple[Utterance, ...]:
+    with open(EVALSET_DIR / "manifest.tsv", newline="", encoding="utf-8") as handle:
+        return tuple(Utterance(row["path"], row["language"], float(row["duration_seconds"]),
+                               row["reference"])
+                     for row in csv.DictReader(handle, delimiter="\t"))
+
+
+def available() -> bool:
+    return (EVALSET_DIR / "manifest.tsv").is_file()
+
+
+@lru_cache(maxsize=None)
+def samples(path: str) -> np.ndarray:
+    from whisper_service.audio import decode_audio
+
+    return decode_audio((EVALSET_DIR / path).read_bytes(), max_seconds=3600)
+
+
+def rates(items: Iterable[Tuple[str, str, str]]) -> Dict[str, Tuple[float, int, int]]:
+    """Corpus-level error rate per language from (language, reference, hypothesis):
+    {language: (rate, errors, reference units)}."""
+    errors: Dict[str, int] = defaultdict(int)
+    units: Dict[str, int] = defaultdict(int)
+    for language, reference, hypothesis in items:
+        e, n = error_count(language, reference, hypothesis)
+        errors[language] += e
+        units[language] += n
+    return {lang: (errors[lang] / max(1, units[lang]), errors[lang], units[lang])
+            for lang in sorted(units)}
+
+
+# --- long recordings ------------------------------------------------------------------------
+
+@dataclass
+class LongRecording:
+    name: str
+    audio: np.ndarray
+    pieces: List[Tuple[float, Utterance]]
+    """(start second in the recording, utterance) for each utterance joined in."""
+
+    @property
+    def reference(self) -> str:
+        return " ".join(u.reference for _, u in self.pieces)
+
+    @property
+    def language(self) -> str:
+        return self.pieces[0][1].language
+
+
+def quiet_noise(seconds: float, rng: np.random.Generator, dbfs: float = -40.0) -> np.ndarray:
+    """Gaussian room noise at about `dbfs` (RMS relative to full scale)."""
+    return (rng.standard_normal(int(seconds * SAMPLE_RATE)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def join(name: str, chosen: Sequence[Utterance], gaps: Sequence[float], noise_dbfs=None,
+         seed: int = 0) -> LongRecording:
+    """Utterances one after another, gaps[i] seconds before utterance i (silence, or quiet
+    noise under everything when noise_dbfs is given)."""
+    rng = np.random.default_rng(seed)
+    parts, pieces, position = [], [], 0.0
+    for gap, utterance in zip(gaps, chosen):
+        parts.append(np.zeros(int(gap * SAMPLE_RATE), dtype=np.float32))
+        position += parts[-1].size / SAMPLE_RATE
+        pieces.append((position, utterance))
+        parts.append(samples(utterance.path))
+        position += parts[-1].size / SAMPLE_RATE
+    parts.append(np.zeros(int(2.0 * SAMPLE_RATE), dtype=np.float32))
+    audio = np.concatenate(parts)
+    if noise_dbfs is not None:
+        audio = audio + quiet_noise(audio.size / SAMPLE_RATE, rng, noise_dbfs)
+    return LongRecording(name, np.clip(audio, -1, 1).astype(np.float32), pieces)
+
+
+def long_recordings() -> List[LongRecording]:
+    """Minutes of continuous reading (one LibriSpeech speaker's consecutive sentences), with
+    and without pauses of quiet noise; Mandarin sentences between long noisy pauses; and
+    recordings that change language."""
+    by_speaker: Dict[str, List[Utterance]] = defaultdict(list)
+    for u in utterances():
+        if "librispeech" in u.path:
+            by_speaker[u.speaker].append(u)
+    speakers = sorted(by_speaker, key=lambda s: -sum(u.duration for u in by_speaker[s]))
+    reading = by_speaker[speakers[0]]
+    second = by_speaker[speakers[1]]
+    mandarin = [u for u in utterances() if u.language == "zh"]
+    others = [u for u in utterances() if "picovoice" in u.path and u.language != "en"]
+    rng = np.random.default_rng(7)
+    return [
+        join("continuous_reading", reading, [0.3] * len(reading)),
+        join("reading_with_noisy_pauses", second, list(rng.uniform(3, 12, len(second))),
+             noise_dbfs=-40, seed=1),
+        join("mandarin_with_noisy_pauses", mandarin, list(rng.uniform(8, 16, len(mandarin))),
+             noise_dbfs=-40, seed=2),
+        # English read to near the end of the first 30 s window, then other languages.
+        join("english_then_other_languages", _fill(reading, 29.0) + others,
+             [0.2] * len(_fill(reading, 29.0)) + [1.0] * len(others)),
+        join("mandarin_then_english", mandarin[:5] + second[:4], [0.5] * 9),
+    ]
+
+
+def _fill(chosen: Sequence[Utterance], seconds: float) -> List[Utterance]:
+    """Utterances (in reading order) that fill as much of `seconds` as they can, gaps of 0.2 s
+    included: the first that fit, then the longest that still fits, and so on."""
+    out, total = [], 0.0
+    for u in sorted(chosen, key=lambda u: u.path):
+        if total + u.duration + 0.2 <= seconds:
+            out.append(u)
+            total += u.duration + 0.2
+    return sorted(out, key=lambda u: u.path)
