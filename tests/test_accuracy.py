@@ -39,12 +39,21 @@ GOOD_FILE = 0.25
 FAR_WORSE = 0.5
 
 
-def report(text: str) -> None:
-    """Print past pytest's capture: the tables are the point of a passing run too."""
-    import sys
+_terminal = None
 
-    sys.__stdout__.write(text + "\n")
-    sys.__stdout__.flush()
+
+@pytest.fixture(autouse=True)
+def _reporter(pytestconfig):
+    global _terminal
+    _terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+
+def report(text: str) -> None:
+    """Write past pytest's capture: the tables are the point of a passing run too."""
+    if _terminal is not None:
+        _terminal.write_line(text)
+    else:
+        print(text)
 
 
 def _served(server, items: List[Tuple[bytes, Optional[str]]]):

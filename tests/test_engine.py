@@ -105,9 +105,11 @@ def test_skipped_clip_start_only_after_a_clean_end():
     assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, [5.0, 17.0]) == 5.0
     assert engine_module._skipped_clip_start([at(0)] + text + [at(12.0)], begin, [5.0, 17.0]) == 17.0
     assert engine_module._skipped_clip_start([at(0)] + text + [at(21.0)], begin, [5.0, 17.0]) is None
-    # Ended inside a segment (no closing timestamp) or on an opening pair: not a clean end.
+    # Ended inside a segment (no closing timestamp), or on timestamps alone: not a clean end.
     assert engine_module._skipped_clip_start([at(0)] + text, begin, [5.0]) is None
-    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0), at(4.0)], begin, [5.0]) is None
+    assert engine_module._skipped_clip_start([at(0), at(1.0), at(1.0)], begin, [5.0]) is None
+    # A segment closed, the next opened and nothing said: the decode ended there.
+    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0), at(4.0)], begin, [5.0]) == 5.0
     assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, []) is None
 
 
