@@ -39,21 +39,22 @@ GOOD_FILE = 0.25
 FAR_WORSE = 0.5
 
 
-_terminal = None
+_capture = None
 
 
 @pytest.fixture(autouse=True)
 def _reporter(pytestconfig):
-    global _terminal
-    _terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    global _capture
+    _capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
 
 
 def report(text: str) -> None:
-    """Write past pytest's capture: the tables are the point of a passing run too."""
-    if _terminal is not None:
-        _terminal.write_line(text)
-    else:
+    """Print past pytest's capture: the tables are the point of a passing run too."""
+    if _capture is None:
         print(text)
+        return
+    with _capture.global_and_fixture_disabled():
+        print(text, flush=True)
 
 
 def _served(server, items: List[Tuple[bytes, Optional[str]]]):
