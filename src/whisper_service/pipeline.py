@@ -60,8 +60,6 @@ class Job:
     """Sample ranges of the upload where the VAD hears speech."""
     parents: Dict[int, int] = field(default_factory=dict)
     """Tail window -> the window whose unfinished text it decodes again."""
-    tail_of: Dict[int, int] = field(default_factory=dict)
-    """Tail window -> the window it is the rest of."""
     detected: Dict[int, Dict[str, float]] = field(default_factory=dict)
     """Window -> the most probable languages, as detected for it."""
     halves: Dict[int, Tuple[int, int]] = field(default_factory=dict)
@@ -174,7 +172,6 @@ class Pipeline:
             job.results.append(None)
             new = len(job.windows) - 1
             job.rounds[new] = job.rounds.get(index, 0) + 1
-            job.tail_of[new] = index
             added.append(new)
             # What is complete stays; the unfinished text waits for the tail (Job.settle).
             result["segments"] = [s for s in segments
