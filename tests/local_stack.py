@@ -5,7 +5,6 @@ serving itself is tested against a real server."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import List, Optional
 
 import numpy as np
@@ -15,6 +14,7 @@ from whisper_service.engine import WhisperEngine
 from whisper_service.options import DecodeOptions, Limits
 from whisper_service.pipeline import Pipeline
 from whisper_service.upload import transcribe
+from whisper_service.window_result import WindowResult
 
 
 class LocalStack:
@@ -34,7 +34,8 @@ class LocalStack:
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
-        return [json.loads(json.dumps(o, ensure_ascii=False)) for o in outcomes]
+        # The same JSON round trip as BLS.
+        return [WindowResult.from_json(o.to_json()) for o in outcomes]
 
     def transcribe(self, data: bytes, options: DecodeOptions = DecodeOptions()):
         self.last_job = job = self.pipeline.prepare(data, options)

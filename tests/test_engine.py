@@ -1,4 +1,7 @@
-"""WhisperEngine on the real bundled tiny.en model, without a server: how it groups windows."""
+"""WhisperEngine on the real bundled tiny.en model, without a server: how it groups windows.
+
+Every test runs on both batch layouts: per_window (the CPU's) and batched (the GPU's, which
+CI has no GPU for: here it runs on the CPU, the same code path but the device)."""
 
 from __future__ import annotations
 
@@ -6,22 +9,27 @@ import numpy as np
 import pytest
 
 import corpus
-from whisper_service import engine as engine_module
+from whisper_service import packing, quality
 from whisper_service.accuracy import wer
 from whisper_service.audio import decode_audio
-from whisper_service import packing
-from whisper_service.engine import WhisperEngine, _balanced, _Unit
+from whisper_service.decoding import BatchLayout, DecodeWindow
+from whisper_service.engine import WhisperEngine
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions
 from whisper_service.settings import resolve
 from whisper_service.windows import fixed_windows
 
 
-@pytest.fixture(scope="module")
-def engine():
-    settings = resolve({"model": "tiny.en", "cpu_workers": "2", "cpu_threads": "1"},
-                       gpu_available=False, env={})
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module", params=[BatchLayout.PER_WINDOW, BatchLayout.BATCHED],
+                ids=lambda layout: layout.value)
+def engine(request):
+    settings = resolve({"model": "tiny.en", "cpu_workers": "2", "cpu_threads": "1",
+                        "batch_layout": request.param.value}, gpu_available=False, env={})
     made = WhisperEngine(settings)
+    assert made.layout is request.param
     yield made
     made.release()
 
@@ -32,7 +40,7 @@ def _features(engine, recording):
 
 
 def _text(result):
-    return " ".join(segment["text"].strip() for segment in result["segments"])
+    return " ".join(segment.text.strip() for segment in result.segments)
 
 
 def test_copies_of_one_clip_packed_together_each_get_the_whole_text(engine):
@@ -44,7 +52,7 @@ def test_copies_of_one_clip_packed_together_each_get_the_whole_text(engine):
                                          [DecodeOptions()] * copies)
     for outcome in outcomes:
         assert wer(corpus.HOTWORDS.transcript, _text(outcome)) < 0.5, _text(outcome)
-        assert outcome["compression_ratio"] < engine_module.COMPRESSION_RATIO_THRESHOLD
+        assert not quality.too_repetitive(outcome.compression_ratio)
 
 
 def test_mixed_clips_keep_their_own_words(engine):
@@ -60,18 +68,6 @@ def test_mixed_clips_keep_their_own_words(engine):
     assert wer(corpus.JFK.transcript, _text(outcomes[3])) < 0.2
 
 
-def _unit(frames):
-    return _Unit(np.zeros((1, 1)), frames, DecodeOptions(), True, [0])
-
-
-def test_balanced_shares_put_the_heaviest_windows_apart():
-    units = [_unit(3000), _unit(2900), _unit(500), _unit(400)]
-    shares = _balanced(units, 2)
-    assert sorted(map(sorted, shares)) == [[0, 3], [1, 2]]
-    assert _balanced(units, 1) == [[0, 1, 2, 3]]
-    assert _balanced(units[:1], 2) == [[0]]
-
-
 def test_a_pack_whisper_ends_early_is_decoded_on_from_the_next_clip(engine, monkeypatch):
     """hotwords.mp3 stops mid-sentence; packed first, Whisper takes it for the end of the
     window and says end-of-text before jfk and stereo. The engine decodes on from the next
@@ -81,13 +77,14 @@ def test_a_pack_whisper_ends_early_is_decoded_on_from_the_next_clip(engine, monk
     features = np.concatenate([f for f, _ in parts])
     frames = [n[0] for _, n in parts]
     packed, content = packing.pack_features(features, frames)
-    plain = engine._run_group(packed[None], [content], [DecodeOptions(word_timestamps=True)],
-                              False)[0]
-    assert max(s["end"] for s in plain["segments"]) < 5.0  # without: only the first clip
+    plain = engine.decoder.decode([DecodeWindow(packed, content,
+                                                DecodeOptions(word_timestamps=True))], False)[0]
+    assert max(s.end for s in plain.segments) < 5.0  # without: only the first clip
 
     encodes = []
-    original = engine._encode
-    monkeypatch.setattr(engine, "_encode", lambda f: encodes.append(len(f)) or original(f))
+    original = engine.decoder._encode
+    monkeypatch.setattr(engine.decoder, "_encode",
+                        lambda f: encodes.append(len(f)) or original(f))
     outcomes = engine.transcribe_windows(features, frames, [DecodeOptions()] * 3, workers=1)
     assert encodes == [1]
     for recording, outcome in zip(recordings, outcomes):
@@ -98,21 +95,6 @@ def test_a_pack_whisper_ends_early_is_decoded_on_from_the_next_clip(engine, monk
             assert wer(recording.transcript, _text(outcome)) < limit, _text(outcome)
 
 
-def test_skipped_clip_start_only_after_a_clean_end():
-    begin = 1000
-    at = lambda seconds: begin + int(round(seconds / 0.02))  # noqa: E731
-    text = [5, 6, 7]
-    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, [5.0, 17.0]) == 5.0
-    assert engine_module._skipped_clip_start([at(0)] + text + [at(12.0)], begin, [5.0, 17.0]) == 17.0
-    assert engine_module._skipped_clip_start([at(0)] + text + [at(21.0)], begin, [5.0, 17.0]) is None
-    # Ended inside a segment (no closing timestamp), or on timestamps alone: not a clean end.
-    assert engine_module._skipped_clip_start([at(0)] + text, begin, [5.0]) is None
-    assert engine_module._skipped_clip_start([at(0), at(1.0), at(1.0)], begin, [5.0]) is None
-    # A segment closed, the next opened and nothing said: the decode ended there.
-    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0), at(4.0)], begin, [5.0]) == 5.0
-    assert engine_module._skipped_clip_start([at(0)] + text + [at(4.0)], begin, []) is None
-
-
 def test_a_pack_is_aligned_only_when_asked_or_when_a_segment_crosses_clips(engine, monkeypatch):
     """Word alignment tells where to cut a segment said across two clips; a pack whose
     segments each stay in one clip is split without it, unless a clip asked for words."""
@@ -121,15 +103,16 @@ def test_a_pack_is_aligned_only_when_asked_or_when_a_segment_crosses_clips(engin
     features = np.concatenate([f for f, _ in parts])
     frames = [n[0] for _, n in parts]
     aligned, crossings = [], []
-    align, cross = engine.model.add_word_timestamps, packing.segments_cross_clips
-    monkeypatch.setattr(engine.model, "add_word_timestamps",
+    model = engine.decoder.model
+    align, cross = model.add_word_timestamps, packing.segments_cross_clips
+    monkeypatch.setattr(model, "add_word_timestamps",
                         lambda segments, *a: aligned.append(len(segments)) or align(segments, *a))
     monkeypatch.setattr(packing, "segments_cross_clips",
                         lambda *a, **k: crossings.append(cross(*a, **k)) or crossings[-1])
 
     plain = engine.transcribe_windows(features, frames, [DecodeOptions()] * 3, workers=1)
     assert len(crossings) == 1 and len(aligned) == int(crossings[0])
-    assert all("words" not in s for outcome in plain for s in outcome["segments"])
+    assert all(s.words is None for outcome in plain for s in outcome.segments)
     assert wer(corpus.JFK.transcript, _text(plain[0])) < 0.2, _text(plain[0])
     assert "curtain" in _text(plain[2]).lower(), _text(plain[2])
 
@@ -137,6 +120,6 @@ def test_a_pack_is_aligned_only_when_asked_or_when_a_segment_crosses_clips(engin
     options = [DecodeOptions(), DecodeOptions(word_timestamps=True), DecodeOptions()]
     worded = engine.transcribe_windows(features, frames, options, workers=1)
     assert aligned == [1]
-    assert all(s["words"] for s in worded[1]["segments"])
-    assert all("words" not in s for s in worded[0]["segments"] + worded[2]["segments"])
+    assert all(s.words for s in worded[1].segments)
+    assert all(s.words is None for s in worded[0].segments + worded[2].segments)
     assert [_text(o) for o in worded] == [_text(o) for o in plain]

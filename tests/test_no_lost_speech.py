@@ -15,6 +15,7 @@ from whisper_service.options import DecodeOptions, Limits
 from whisper_service.pipeline import MAX_TAIL_ROUNDS, Job, Pipeline
 from whisper_service.segments import split_by_timestamps
 from whisper_service.upload import Cancelled, transcribe
+from whisper_service.window_result import WindowResult
 from whisper_service.windows import (SAMPLE_RATE, Window, region_windows, speech_regions,
                                      speech_seconds)
 
@@ -91,16 +92,16 @@ def _job(windows: List[Window], evidence=None, options=DecodeOptions()) -> Job:
                results=[None] * len(windows), evidence=evidence)
 
 
-def _result(segments, covered, language="en", probability=0.99, **extra) -> dict:
+def _result(segments, covered, language="en", probability=0.99, **extra) -> WindowResult:
     # Detected languages come with runners-up; a given one alone, at 1.0.
     probs = {language: probability}
     if probability < 1.0:
         probs["nn"] = round((1.0 - probability) / 2, 4)
         probs.setdefault("zh", round((1.0 - probability) / 2, 4))
-    return dict({"language": language, "language_probability": probability,
-                 "language_probs": probs, "avg_logprob": -0.3,
-                 "no_speech_prob": 0.01, "compression_ratio": 1.2, "temperature": 0.0,
-                 "segments": segments, "covered": covered}, **extra)
+    return WindowResult.from_dict(dict(
+        {"language": language, "language_probability": probability, "language_probs": probs,
+         "avg_logprob": -0.3, "no_speech_prob": 0.01, "compression_ratio": 1.2,
+         "temperature": 0.0, "segments": segments, "covered": covered}, **extra))
 
 
 def _seg(start, end, text, unfinished=False):
@@ -212,14 +213,14 @@ def test_the_upload_language_is_where_most_speech_is():
     evidence = [(0, 55 * SAMPLE_RATE)]
     results = [_result([], 25.0, "zh", 0.95), _result([], 5.0, "ja", 0.6),
                _result([], 25.0, "zh", 0.7)]
-    detected = {i: r["language_probs"] for i, r in enumerate(results)}
+    detected = {i: r.language_probs for i, r in enumerate(results)}
     assert upload_language(windows, detected, [0, 1, 2], evidence) == "zh"
     assert disagreeing_windows(results, [0, 1, 2], "zh") == [1]
 
 
 def test_an_unsure_window_keeps_its_language_when_the_uploads_is_implausible_for_it():
     unsure = _result([], 16.0, "la", 0.5)
-    unsure["language_probs"] = {"la": 0.5, "en": 0.34, "fr": 0.02}
+    unsure.language_probs = {"la": 0.5, "en": 0.34, "fr": 0.02}
     assert disagreeing_windows([unsure], [0], "fr") == []
     assert disagreeing_windows([unsure], [0], "en") == [0]
 

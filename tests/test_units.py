@@ -14,6 +14,7 @@ from whisper_service.options import DecodeOptions, Limits, parse_options
 from whisper_service.segments import split_by_timestamps
 from whisper_service.settings import mel_bins, read_config_parameters, resolve
 from whisper_service.stitch import stitch
+from whisper_service.window_result import WindowResult
 from whisper_service.windows import (SAMPLE_RATE, WINDOW_SAMPLES, Window, fixed_windows,
                                      speech_windows, tail)
 from whisper_triton.result import Transcription
@@ -130,10 +131,12 @@ def test_stitch_puts_segments_on_the_upload_time_line_in_order():
     later = Window(audio=tone(1), spans=[(0, 20 * SAMPLE_RATE, SAMPLE_RATE)])
     result = {"language": "en", "language_probability": 0.9, "avg_logprob": -0.2,
               "no_speech_prob": 0.01, "compression_ratio": 1.2, "temperature": 0.0}
+    result["language_probs"] = {"en": 0.9}
     results = [
-        dict(result, segments=[{"start": 20 * 0, "end": 0.5, "text": " third"}]),
-        dict(result, segments=[{"start": 0.0, "end": 1.8, "text": " one"},
-                               {"start": 2.2, "end": 4.9, "text": " two"}]),
+        WindowResult.from_dict(dict(result, segments=[{"start": 20 * 0, "end": 0.5,
+                                                       "text": " third"}])),
+        WindowResult.from_dict(dict(result, segments=[{"start": 0.0, "end": 1.8, "text": " one"},
+                                                      {"start": 2.2, "end": 4.9, "text": " two"}])),
     ]
     out = stitch([later, window], results, DecodeOptions(), duration=21.0)
     assert [(s.start, s.end, s.text) for s in out.segments] == [
@@ -226,29 +229,32 @@ def test_pack_features_lays_clips_side_by_side_with_their_own_silence():
 
 def test_split_result_gives_each_clip_its_words_in_its_own_time():
     word = lambda w, s, e: {"word": w, "start": s, "end": e, "probability": 0.9}  # noqa: E731
-    packed = {"language": "en", "language_probability": 1.0, "avg_logprob": -0.2,
-              "no_speech_prob": 0.0, "compression_ratio": 1.1, "temperature": 0.0, "covered": 6.3,
-              "segments": [{"start": 0.0, "end": 6.2, "text": " one two three",
-                            "words": [word(" one", 0.1, 0.6), word(" two", 1.2, 1.8),
-                                      word(" three", 5.2, 5.9)]}]}
+    packed = WindowResult.from_dict({
+        "language": "en", "language_probability": 1.0, "language_probs": {"en": 1.0},
+        "avg_logprob": -0.2, "no_speech_prob": 0.0, "compression_ratio": 1.1, "temperature": 0.0,
+        "covered": 6.3, "segments": [{"start": 0.0, "end": 6.2, "text": " one two three",
+                                      "words": [word(" one", 0.1, 0.6), word(" two", 1.2, 1.8),
+                                                word(" three", 5.2, 5.9)]}]})
     # clips of 2 s and 3 s and 1 s: offsets 0, 3 and 7 s (1 s gaps)
     clips = packing.split_result(packed, [200, 300, 100], keep_words=[True, False, True])
-    assert [s["text"] for s in clips[0]["segments"]] == [" one two"]
-    assert clips[0]["segments"][0]["words"][1]["end"] == 1.8
-    assert clips[1]["segments"][0]["text"] == " three"
-    assert (clips[1]["segments"][0]["start"], clips[1]["segments"][0]["end"]) == (2.2, 2.9)
-    assert "words" not in clips[1]["segments"][0]
-    assert clips[2]["segments"] == []
-    assert [c["covered"] for c in clips] == [2.0, 3.0, 0.0]
+    assert [s.text for s in clips[0].segments] == [" one two"]
+    assert clips[0].segments[0].words[1].end == 1.8
+    assert clips[1].segments[0].text == " three"
+    assert (clips[1].segments[0].start, clips[1].segments[0].end) == (2.2, 2.9)
+    assert clips[1].segments[0].words is None
+    assert clips[2].segments == []
+    assert [c.covered for c in clips] == [2.0, 3.0, 0.0]
+    # Each clip has its own copy of what the window shared.
+    assert clips[0].language_probs is not clips[1].language_probs
 
 
 def test_a_word_said_across_two_packed_clips_is_caught():
-    word = lambda w, s, e: {"word": w, "start": s, "end": e}  # noqa: E731
+    word = lambda w, s, e: {"word": w, "start": s, "end": e, "probability": 0.9}  # noqa: E731
     # clips of 4 s each: speech at 0-4, 5-9 and 10-14 s (1 s gaps)
     frames = [400, 400, 400]
 
     def result(*words):
-        return {"segments": [{"start": 0.0, "end": 14.0, "text": "", "words": list(words)}]}
+        return _packed_result([{"start": 0.0, "end": 14.0, "text": "", "words": list(words)}])
 
     # A last word whose timing runs on into the gap (or just past it) is normal DTW.
     assert packing.straddling_words(result(word(" eye.", 3.4, 5.1), word(" he", 5.2, 5.5)),
@@ -264,7 +270,7 @@ def test_a_segment_said_across_two_packed_clips_is_caught():
 
     def crosses(*spans):
         segments = [{"start": a, "end": b, "text": " x"} for a, b in spans]
-        return packing.segments_cross_clips({"segments": segments}, frames)
+        return packing.segments_cross_clips(_packed_result(segments), frames)
 
     # Whisper ends a segment where the next speech starts: no crossing, no alignment needed.
     assert not crosses((0.0, 5.0), (5.0, 9.0), (10.0, 14.0))
@@ -311,3 +317,10 @@ def test_copies_of_one_recording_are_not_packed_together():
     assert alike(0, 1) and not alike(0, 2) and not alike(1, 2)
     assert packing.plan(frames, ["k"] * 3) == [[0, 1, 2]]
     assert packing.plan(frames, ["k"] * 3, alike=alike) == [[0, 2], [1]]
+
+
+def _packed_result(segments) -> WindowResult:
+    return WindowResult.from_dict({
+        "language": "en", "language_probability": 1.0, "language_probs": {"en": 1.0},
+        "avg_logprob": -0.2, "no_speech_prob": 0.0, "compression_ratio": 1.1, "temperature": 0.0,
+        "segments": segments})

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from whisper_service.window_result import WindowResult
 from whisper_service.windows import Window, speech_seconds
 
 # A window keeps a language other than the upload's only with at least this probability.
@@ -42,7 +43,7 @@ def upload_language(windows: Sequence[Window], detected: Mapping[int, Mapping[st
     return max(scores, key=scores.get) if scores else None
 
 
-def disagreeing_windows(results: Sequence[Optional[dict]], indices: Sequence[int],
+def disagreeing_windows(results: Sequence[Optional[WindowResult]], indices: Sequence[int],
                         language: Optional[str]) -> List[int]:
     """Windows detected as another language than the upload's, without confidence, for
     which the upload's language is plausible too."""
@@ -51,8 +52,8 @@ def disagreeing_windows(results: Sequence[Optional[dict]], indices: Sequence[int
     chosen = []
     for i in indices:
         result = results[i]
-        if (result and result["language"] != language
-                and result.get("language_probability", 0.0) < CONFIDENT_LANGUAGE
-                and (result.get("language_probs") or {}).get(language, 0.0) >= PLAUSIBLE):
+        if (result and result.language != language
+                and result.language_probability < CONFIDENT_LANGUAGE
+                and result.language_probs.get(language, 0.0) >= PLAUSIBLE):
             chosen.append(i)
     return chosen

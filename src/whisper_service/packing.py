@@ -9,9 +9,12 @@ Pure functions: no model needed to test them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from whisper_service.window_result import WindowResult, WindowSegment, WordTiming
 
 FRAMES = 3000            # log-mel frames in a window (100 per second)
 FRAMES_PER_SECOND = 100
@@ -118,7 +121,7 @@ def _owner(frames: Sequence[int], gap: int):
     return lambda seconds: int(np.searchsorted(bounds, seconds, side="right"))
 
 
-def straddling_words(result: dict, frames: Sequence[int], gap: int = GAP_FRAMES,
+def straddling_words(result: WindowResult, frames: Sequence[int], gap: int = GAP_FRAMES,
                      slack: float = 0.3) -> int:
     """Words of the packed result said across two clips: overlapping the speech of two clips
     by more than `slack` seconds each.
@@ -129,8 +132,8 @@ def straddling_words(result: dict, frames: Sequence[int], gap: int = GAP_FRAMES,
     the silence after its clip, as DTW timings often do, is not counted.
     """
     spans = _clip_spans(frames, gap)
-    return sum(1 for segment in result["segments"] for word in segment.get("words") or []
-               if _clips_touched(spans, word["start"], word["end"], slack) > 1)
+    return sum(1 for segment in result.segments for word in segment.words or []
+               if _clips_touched(spans, word.start, word.end, slack) > 1)
 
 
 def _clip_spans(frames: Sequence[int], gap: int) -> List[Tuple[float, float]]:
@@ -144,7 +147,7 @@ def _clips_touched(spans: Sequence[Tuple[float, float]], start: float, end: floa
     return sum(1 for a, b in spans if min(end, b) - max(start, a) > slack)
 
 
-def segments_cross_clips(result: dict, frames: Sequence[int], gap: int = GAP_FRAMES,
+def segments_cross_clips(result: WindowResult, frames: Sequence[int], gap: int = GAP_FRAMES,
                          slack: float = 0.2) -> bool:
     """Whether some segment's timing overlaps the speech of two clips by more than `slack`
     seconds each.
@@ -154,50 +157,49 @@ def segments_cross_clips(result: dict, frames: Sequence[int], gap: int = GAP_FRA
     next speech starts, i.e. at the next clip's start: that alone is not a crossing.
     """
     spans = _clip_spans(frames, gap)
-    return any(_clips_touched(spans, segment["start"], segment["end"], slack) > 1
-               for segment in result["segments"])
+    return any(_clips_touched(spans, segment.start, segment.end, slack) > 1
+               for segment in result.segments)
 
 
-def split_result(result: dict, frames: Sequence[int], keep_words: Sequence[bool],
-                 gap: int = GAP_FRAMES) -> List[dict]:
+def split_result(result: WindowResult, frames: Sequence[int], keep_words: Sequence[bool],
+                 gap: int = GAP_FRAMES) -> List[WindowResult]:
     """The packed window's result as one result per clip, in clip time: segments with word
     timings are cut word by word, those without go whole to the clip their middle lies in."""
     starts = [o / FRAMES_PER_SECOND for o in offsets(frames, gap)]
     lengths = [f / FRAMES_PER_SECOND for f in frames]
     owner = _owner(frames, gap)
 
-    shared = {k: v for k, v in result.items() if k not in ("segments", "covered")}
-    clips = [dict(shared, segments=[]) for _ in frames]
-    for segment in result["segments"]:
-        words = segment.get("words") or []
-        if not words:
-            clip = owner((segment["start"] + segment["end"]) / 2)
-            clips[clip]["segments"].append(_shifted(segment, starts[clip], lengths[clip], []))
+    clips = [replace(result, segments=[], language_probs=dict(result.language_probs))
+             for _ in frames]
+    for segment in result.segments:
+        if not segment.words:
+            clip = owner((segment.start + segment.end) / 2)
+            clips[clip].segments.append(_shifted(segment, starts[clip], lengths[clip], []))
             continue
-        by_clip: Dict[int, List[dict]] = {}
-        for word in words:
-            by_clip.setdefault(owner((word["start"] + word["end"]) / 2), []).append(word)
+        by_clip: Dict[int, List[WordTiming]] = {}
+        for word in segment.words:
+            by_clip.setdefault(owner((word.start + word.end) / 2), []).append(word)
         for clip, clip_words in sorted(by_clip.items()):
-            piece = dict(segment, text="".join(w["word"] for w in clip_words),
-                         start=clip_words[0]["start"], end=clip_words[-1]["end"])
-            clips[clip]["segments"].append(_shifted(piece, starts[clip], lengths[clip], clip_words))
-    covered = result.get("covered", starts[-1] + lengths[-1])
+            piece = replace(segment, text="".join(w.word for w in clip_words),
+                            start=clip_words[0].start, end=clip_words[-1].end)
+            clips[clip].segments.append(_shifted(piece, starts[clip], lengths[clip], clip_words))
+    covered = starts[-1] + lengths[-1] if result.covered is None else result.covered
     for clip, (start, length) in enumerate(zip(starts, lengths)):
-        clips[clip]["covered"] = round(min(max(covered - start, 0.0), length), 3)
-        if not clips[clip]["segments"]:
+        clips[clip].covered = round(min(max(covered - start, 0.0), length), 3)
+        if not clips[clip].segments:
             # Nothing was heard in this clip although it was loud enough to be sent: report
             # it uncovered so that it is decoded again on its own.
-            clips[clip]["covered"] = 0.0
+            clips[clip].covered = 0.0
         if not keep_words[clip]:
-            for segment in clips[clip]["segments"]:
-                segment.pop("words", None)
+            for segment in clips[clip].segments:
+                segment.words = None
     return clips
 
 
-def _shifted(segment: dict, start: float, length: float, words: List[dict]) -> dict:
+def _shifted(segment: WindowSegment, start: float, length: float, words: List[WordTiming]
+             ) -> WindowSegment:
     def clamp(t: float) -> float:
         return round(min(max(t - start, 0.0), length), 3)
 
-    out = dict(segment, start=clamp(segment["start"]), end=clamp(segment["end"]))
-    out["words"] = [dict(w, start=clamp(w["start"]), end=clamp(w["end"])) for w in words]
-    return out
+    return replace(segment, start=clamp(segment.start), end=clamp(segment.end),
+                   words=[replace(w, start=clamp(w.start), end=clamp(w.end)) for w in words])

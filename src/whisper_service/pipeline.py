@@ -20,6 +20,7 @@ from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
 from whisper_service.stitch import stitch
+from whisper_service.window_result import WindowResult
 from whisper_service.windows import (EVIDENCE_VAD, Window, halves, region_windows,
                                      speech_regions, speech_seconds, speech_spans,
                                      speech_windows, tail)
@@ -53,7 +54,7 @@ class Job:
     """Indices of the windows that may hold speech."""
     speech_seconds: Optional[float] = None
     """Seconds left after VAD, when VAD was on."""
-    results: List[Optional[dict]] = field(default_factory=list)
+    results: List[Optional[WindowResult]] = field(default_factory=list)
     rounds: Dict[int, int] = field(default_factory=dict)
     """How many times a window's tail has been decoded again (its ancestry depth)."""
     evidence: List[Tuple[int, int]] = field(default_factory=list)
@@ -67,23 +68,23 @@ class Job:
     windows_without_text: int = 0
     """Windows where the VAD heard speech but no text came back (see check_coverage)."""
 
-    def settle(self, index: int, result: dict) -> None:
+    def settle(self, index: int, result: WindowResult) -> None:
         """Store the engine's result for a window. A tail that found nothing gives its parent
         back the unfinished text it was meant to replace: a retry never loses speech."""
         self.results[index] = result
-        if len(result.get("language_probs") or {}) > 1:
+        if len(result.language_probs) > 1:
             # Detected, not given: what the upload's language is voted from, also after the
             # window is decoded again in another language.
-            self.detected[index] = result["language_probs"]
+            self.detected[index] = result.language_probs
         parent = self.parents.get(index)
         if parent is None or self.results[parent] is None:
             return
-        kept = self.results[parent]["segments"]
-        if result["segments"]:
-            kept[:] = [s for s in kept if not s.get("unfinished")]
+        kept = self.results[parent].segments
+        if result.segments:
+            kept[:] = [s for s in kept if not s.unfinished]
         else:
             for segment in kept:
-                segment.pop("unfinished", None)
+                segment.unfinished = False
 
     @property
     def vad_removed_seconds(self) -> float:
@@ -147,11 +148,10 @@ class Pipeline:
             if not result or job.rounds.get(index, 0) >= MAX_TAIL_ROUNDS:
                 _finalise(result)
                 continue
-            segments = result["segments"]
-            unfinished = [s for s in segments if s.get("unfinished")]
-            complete_end = max([s["end"] for s in segments if not s.get("unfinished")],
-                               default=0.0)
-            covered = result.get("covered", window.duration)
+            segments = result.segments
+            unfinished = [s for s in segments if s.unfinished]
+            complete_end = max([s.end for s in segments if not s.unfinished], default=0.0)
+            covered = window.duration if result.covered is None else result.covered
             if unfinished or covered < window.duration - MIN_TAIL_SECONDS:
                 # Decode again from where the complete text stops (never before the end of a
                 # complete segment: what is complete is never dropped).
@@ -174,9 +174,8 @@ class Pipeline:
             job.rounds[new] = job.rounds.get(index, 0) + 1
             added.append(new)
             # What is complete stays; the unfinished text waits for the tail (Job.settle).
-            result["segments"] = [s for s in segments
-                                  if s.get("unfinished") or s["end"] <= start + 0.01]
-            if any(s.get("unfinished") for s in result["segments"]):
+            result.segments = [s for s in segments if s.unfinished or s.end <= start + 0.01]
+            if any(s.unfinished for s in result.segments):
                 job.parents[new] = index
         return added
 
@@ -195,8 +194,7 @@ class Pipeline:
             heard = speech_seconds(window, job.evidence)
             if heard < MIN_SPARSE_SPEECH_SECONDS:
                 continue
-            text = "".join(s["text"] for s in result["segments"])
-            if text_weight(text) >= MIN_TEXT_PER_SPEECH_SECOND * heard:
+            if text_weight(result.text) >= MIN_TEXT_PER_SPEECH_SECOND * heard:
                 continue
             for half in halves(window):
                 job.windows.append(half)
@@ -210,9 +208,8 @@ class Pipeline:
         window. Returns the windows that stay (the halves kept, the windows kept)."""
         live = []
         for index, pair in job.halves.items():
-            whole = text_weight("".join(s["text"] for s in job.results[index]["segments"]))
-            parts = sum(text_weight("".join(s["text"] for s in (job.results[i] or {}).get(
-                "segments", []))) for i in pair)
+            whole = text_weight(job.results[index].text)
+            parts = sum(text_weight(job.results[i].text) for i in pair if job.results[i])
             if parts > HALVES_BETTER * whole:
                 log.info("window at %.1f s said %d, its halves %d: keeping the halves",
                          job.windows[index].start, whole, parts)
@@ -230,15 +227,14 @@ class Pipeline:
         for the caller's metric (silence where there was speech is data loss)."""
         lost = 0
         for index, (window, result) in enumerate(zip(job.windows, job.results)):
-            if result is None or result["segments"] or job.rounds.get(index):
+            if result is None or result.segments or job.rounds.get(index):
                 continue
             heard = speech_seconds(window, job.evidence)
             if heard >= MIN_LEFTOVER_SPEECH_SECONDS:
                 lost += 1
                 log.warning("window at %.1f s (%.1f s, %.1f s of speech by VAD) gave no text "
                             "(no_speech_prob %.2f, avg_logprob %.2f)", window.start,
-                            window.duration, heard, result.get("no_speech_prob", 0.0),
-                            result.get("avg_logprob", 0.0))
+                            window.duration, heard, result.no_speech_prob, result.avg_logprob)
         job.windows_without_text = lost
         return lost
 
@@ -254,10 +250,10 @@ def text_weight(text: str) -> int:
                for ch in text if ch.isalnum())
 
 
-def _finalise(result: Optional[dict]) -> None:
+def _finalise(result: Optional[WindowResult]) -> None:
     """Unfinished text that no retry replaced is kept as a segment of its own."""
-    for segment in (result or {}).get("segments", []):
-        segment.pop("unfinished", None)
+    for segment in result.segments if result else []:
+        segment.unfinished = False
 
 
 def warm_up(pipeline: Pipeline, with_vad: bool = True) -> None:

@@ -29,7 +29,10 @@ _ENV_KEYS = {
     "cpu_threads": ("WHISPER_CPU_THREADS",),
     "cpu_workers": ("WHISPER_CPU_WORKERS",),
     "download_root": ("WHISPER_DOWNLOAD_ROOT",),
+    "batch_layout": ("WHISPER_BATCH_LAYOUT",),
+    "pack_short_windows": ("WHISPER_PACK_WINDOWS",),
 }
+BATCH_LAYOUTS = ("per_window", "batched")
 
 
 @dataclass
@@ -47,6 +50,11 @@ class ModelSettings:
     """Parallel CTranslate2 workers on the CPU; each engine batch is split among them."""
     download_root: Optional[str]
     reason: str
+    batch_layout: str = "per_window"
+    """per_window (one encode per window, windows shared among CPU workers) or batched (one
+    encode per batch): see decoding.BatchLayout. auto: per_window on the CPU, batched on a GPU."""
+    pack_windows: bool = True
+    """Lay short windows with the same options and a known language side by side in one."""
     """One sentence for the log: why this model, device and compute type."""
 
     @property
@@ -107,6 +115,15 @@ def resolve(
     if cpu_threads <= 0:
         cpu_threads = max(1, cores // cpu_workers)
 
+    layout, layout_src = _pick("batch_layout", params, env)
+    if layout == "auto":
+        layout, layout_src = ("batched" if device == "cuda" else "per_window"), f"default for {device}"
+    if layout not in BATCH_LAYOUTS:
+        raise ValueError(f"batch_layout must be auto, per_window or batched, not {layout!r} "
+                         f"({layout_src})")
+    pack_text, _ = _pick("pack_short_windows", params, env)
+    pack_windows = pack_text.lower() in ("auto", "1", "true", "yes")
+
     download_root, _ = _pick("download_root", params, env)
     download_root = None if download_root == "auto" else download_root
 
@@ -120,7 +137,8 @@ def resolve(
     reason = (
         f"model {model} ({model_src}) -> {model_path}; device {device} ({device_src}); "
         f"compute type {compute_type} ({compute_src}); "
-        f"{cpu_workers} worker(s) x {cpu_threads} CPU thread(s)"
+        f"{cpu_workers} worker(s) x {cpu_threads} CPU thread(s); "
+        f"batch layout {layout} ({layout_src})"
     )
     return ModelSettings(
         model=model,
@@ -131,6 +149,8 @@ def resolve(
         cpu_workers=cpu_workers,
         download_root=download_root,
         reason=reason,
+        batch_layout=layout,
+        pack_windows=pack_windows,
     )
 
 

@@ -8,12 +8,13 @@ from typing import List, Optional, Sequence
 from whisper_triton.result import Segment, Transcription, Word
 
 from whisper_service.options import DecodeOptions
+from whisper_service.window_result import WindowResult
 from whisper_service.windows import Window
 
 
 def stitch(
     windows: Sequence[Window],
-    results: Sequence[Optional[dict]],
+    results: Sequence[Optional[WindowResult]],
     options: DecodeOptions,
     duration: float,
     duration_after_vad: Optional[float] = None,
@@ -26,34 +27,34 @@ def stitch(
     for index, (window, result) in enumerate(zip(windows, results)):
         if not result:
             continue
-        language = result["language"]
+        language = result.language
         speech_by_language[language] += window.duration
-        probability_by_language.setdefault(language, result["language_probability"])
-        for raw in result["segments"]:
-            start = window.to_original(raw["start"])
-            end = max(start, window.to_original(raw["end"], is_end=True))
+        probability_by_language.setdefault(language, result.language_probability)
+        for raw in result.segments:
+            start = window.to_original(raw.start)
+            end = max(start, window.to_original(raw.end, is_end=True))
             words = None
             if options.word_timestamps:
                 words = [
                     Word(
-                        start=window.to_original(w["start"]),
-                        end=max(window.to_original(w["start"]),
-                                window.to_original(w["end"], is_end=True)),
-                        word=w["word"],
-                        probability=round(float(w["probability"]), 4),
+                        start=window.to_original(w.start),
+                        end=max(window.to_original(w.start),
+                                window.to_original(w.end, is_end=True)),
+                        word=w.word,
+                        probability=round(float(w.probability), 4),
                     )
-                    for w in raw.get("words", [])
+                    for w in raw.words or []
                 ]
             segments.append(
                 Segment(
                     id=len(segments),
                     start=start,
                     end=end,
-                    text=raw["text"],
-                    avg_logprob=round(result["avg_logprob"], 4),
-                    no_speech_prob=round(result["no_speech_prob"], 4),
-                    compression_ratio=round(result["compression_ratio"], 4),
-                    temperature=result["temperature"],
+                    text=raw.text,
+                    avg_logprob=round(result.avg_logprob, 4),
+                    no_speech_prob=round(result.no_speech_prob, 4),
+                    compression_ratio=round(result.compression_ratio, 4),
+                    temperature=result.temperature,
                     language=language,
                     words=words,
                 )

@@ -30,11 +30,13 @@ from whisper_triton.result import Transcription
 from whisper_service.languages import disagreeing_windows, upload_language
 from whisper_service.options import DecodeOptions
 from whisper_service.pipeline import MAX_SPLIT_DEPTH, Job, Pipeline
+from whisper_service.window_result import WindowResult
 
 log = logging.getLogger(__name__)
 
 # (window indices, features [k, n_mels, 3000], content frames, options) -> one result each.
-EngineCall = Callable[[List[int], np.ndarray, List[int], DecodeOptions], Awaitable[List[dict]]]
+EngineCall = Callable[[List[int], np.ndarray, List[int], DecodeOptions],
+                      Awaitable[List[WindowResult]]]
 
 
 class Cancelled(Exception):
@@ -101,7 +103,7 @@ async def transcribe(
     return pipeline.finish(job)
 
 
-async def _store(job: Job, indices: List[int], call: Awaitable[List[dict]]) -> None:
+async def _store(job: Job, indices: List[int], call: Awaitable[List[WindowResult]]) -> None:
     results = await call
     for index, result in zip(indices, results):
         job.settle(index, result)

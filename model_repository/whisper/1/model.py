@@ -32,6 +32,7 @@ from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
 from whisper_service import upload
 from whisper_service.pipeline import Pipeline, warm_up
+from whisper_service.window_result import WindowResult
 
 OPTIONAL_INPUTS = ("LANGUAGE", "TASK", "BEAM_SIZE", "WORD_TIMESTAMPS", "VAD_FILTER",
                    "INITIAL_PROMPT", "HOTWORDS", "TEMPERATURE")
@@ -164,7 +165,7 @@ class TritonPythonModel:
         if response.has_error():
             raise _EngineError.from_triton(response.error(), self.engine_name)
         results = pb_utils.get_output_tensor_by_name(response, "WINDOW_RESULT").as_numpy()
-        return [json.loads(raw) for raw in results.reshape(-1)]
+        return [WindowResult.from_json(raw) for raw in results.reshape(-1)]
 
     def finalize(self):
         if self.board is not None:

@@ -38,10 +38,7 @@ class TritonPythonModel:
         self.settings = model_settings.resolve(
             model_settings.config_parameters(config), gpu_available=on_gpu or _cuda_visible())
         pb_utils.Logger.log_info(f"whisper_engine loading: {self.settings.reason}")
-        params = model_settings.config_parameters(config)
-        pack = os.environ.get("WHISPER_PACK_WINDOWS", params.get("pack_short_windows", "true"))
-        self.engine = WhisperEngine(self.settings, device_index=device_index,
-                                    pack_windows=pack.lower() in ("1", "true", "yes"))
+        self.engine = WhisperEngine(self.settings, device_index=device_index)
         self.metrics = EngineMetrics(pb_utils, model=args["model_name"])
         pb_utils.Logger.log_info(
             f"whisper_engine ready: {self.engine.n_mels} mel bins, "
@@ -57,7 +54,7 @@ class TritonPythonModel:
                 # Only model_warmup sends empty OPTIONS (with zero features of a fixed mel
                 # count): warm up on silence of the model's own shape.
                 self.engine.warm_up(raw_options.size)
-                responses[r] = _response([{"segments": []}] * raw_options.size)
+                responses[r] = _warm_up_response(raw_options.size)
                 continue
             try:
                 f, n, o = self._read(request)
@@ -100,8 +97,12 @@ def _response(outcomes):
             return _error(str(outcome), pb_utils.TritonError.INVALID_ARG)
         if isinstance(outcome, Exception):
             return _error(f"engine failure: {type(outcome).__name__}", pb_utils.TritonError.INTERNAL)
-    data = np.array([[json.dumps(o, ensure_ascii=False).encode("utf-8")] for o in outcomes],
-                    dtype=np.object_)
+    data = np.array([[o.to_json().encode("utf-8")] for o in outcomes], dtype=np.object_)
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("WINDOW_RESULT", data)])
+
+
+def _warm_up_response(count):
+    data = np.array([[b'{"segments": []}']] * count, dtype=np.object_)
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("WINDOW_RESULT", data)])
 
 

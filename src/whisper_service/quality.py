@@ -1,0 +1,65 @@
+"""When a decode is good enough: faster-whisper's quality rules, stated once.
+
+A window's text is decoded again at a higher temperature when it is too repetitive
+(compression ratio) or too improbable (average log-probability), unless the window is
+silence, where a higher temperature will not find speech. The thresholds are faster-whisper's
+defaults for transcribe(), so that quality matches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence
+
+from faster_whisper.transcribe import get_compression_ratio
+
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+TEMPERATURE_STEP = 0.2
+
+
+@dataclass
+class Attempt:
+    """One decode of one window at one temperature."""
+    tokens: List[int]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+
+
+def compression_ratio(text: str) -> float:
+    return get_compression_ratio(text) if text else 0.0
+
+
+def is_silence(no_speech_prob: float, avg_logprob: float) -> bool:
+    """Whisper's own verdict that the window holds no speech: its text is dropped."""
+    return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+
+
+def too_repetitive(ratio: float) -> bool:
+    return ratio > COMPRESSION_RATIO_THRESHOLD
+
+
+def needs_fallback(avg_logprob: float, no_speech_prob: float, ratio: float = 0.0) -> bool:
+    """Whether to decode again at the next temperature (never for silence)."""
+    if is_silence(no_speech_prob, avg_logprob):
+        return False
+    return too_repetitive(ratio) or avg_logprob < LOG_PROB_THRESHOLD
+
+
+def temperature_schedule(first: float) -> List[float]:
+    """The first temperature, then fallbacks up to 1.0 in steps of 0.2."""
+    schedule = [first]
+    step = 1
+    while round(first + step * TEMPERATURE_STEP, 4) <= 1.0 + 1e-9:
+        schedule.append(round(first + step * TEMPERATURE_STEP, 4))
+        step += 1
+    return schedule
+
+
+def best_attempt(attempts: Sequence[Attempt]) -> Attempt:
+    """When every temperature failed: the most probable attempt that is not repetitive."""
+    good = [a for a in attempts if not too_repetitive(a.compression_ratio)]
+    return max(good or attempts, key=lambda a: a.avg_logprob)

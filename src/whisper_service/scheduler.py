@@ -1,0 +1,210 @@
+"""Which windows are decoded together, in which rounds, on which worker.
+
+Written against `decoding.Decoder`: it never touches the model, so it is tested in
+milliseconds with a fake decoder. Per batch of windows from many uploads:
+
+1. Short windows with the same options and a known language are packed side by side into
+   one 30 s window (see packing); copies of one recording are kept apart.
+2. On the PER_WINDOW layout the packed windows are shared among the CPU workers, heaviest
+   first onto the least loaded; each worker settles what its windows give back on its own
+   (no worker waits for another between rounds). BATCHED runs them all on one worker.
+3. Windows that share beam size and temperature are decoded in one call; a failing call is
+   retried window by window, so a failure belongs to the window that caused it.
+4. A packed window whose text is improbable, or whose words run across clips, gives its clips
+   back to be decoded alone (with temperature fallback); a clip that came back empty is packed
+   once more with the other such clips, then decoded alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from whisper_service import packing, quality
+from whisper_service.decoding import BatchLayout, Decoder, DecodeWindow
+from whisper_service.options import DecodeOptions
+from whisper_service.window_result import WindowResult
+
+log = logging.getLogger(__name__)
+
+WindowOutcome = Union[WindowResult, Exception]
+PACKING_ROUNDS = 3  # pack; repack what came back empty; decode the rest alone
+
+
+@dataclass
+class Unit:
+    """One window to decode and the batch windows it answers for (several when packed)."""
+    window: DecodeWindow
+    fallback: bool
+    members: List[int]
+
+    @property
+    def cost(self) -> float:
+        # A window costs one encode plus generation roughly in proportion to its speech.
+        return 1.0 + self.window.num_frames / packing.FRAMES
+
+
+class Scheduler:
+    def __init__(self, decoder: Decoder, layout: BatchLayout = BatchLayout.PER_WINDOW,
+                 workers: int = 1, pack_windows: bool = True):
+        self.decoder = decoder
+        self.layout = layout
+        self.workers = max(1, workers) if layout is BatchLayout.PER_WINDOW else 1
+        self.pack_windows = pack_windows
+        self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="decode-worker")
+                      if self.workers > 1 else None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def transcribe_windows(self, features: np.ndarray, num_frames: Sequence[int],
+                           options: Sequence[DecodeOptions], workers: Optional[int] = None
+                           ) -> List[WindowOutcome]:
+        """One outcome per window: its result in window time, or the exception it raised.
+        `workers` (at most the scheduler's) shares the batch among fewer workers."""
+        workers = self.workers if workers is None else max(1, min(workers, self.workers))
+        outcomes: List[Optional[WindowOutcome]] = [self.decoder.refusal(o) for o in options]
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        batch = _Batch(features, num_frames, options)
+        units = self._packed_units(batch, todo, workers)
+        shares = balanced([u.cost for u in units], min(workers, len(units)))
+        if len(shares) <= 1 or self._pool is None:
+            self._settle(units, batch, outcomes)
+        else:
+            jobs = [self._pool.submit(self._settle, [units[i] for i in share], batch, outcomes)
+                    for share in shares]
+            for job in jobs:
+                job.result()
+        return outcomes  # type: ignore[return-value]
+
+    def _settle(self, units: List[Unit], batch: "_Batch",
+                outcomes: List[Optional[WindowOutcome]]) -> None:
+        """Decode units in this thread, and what they give back, until every clip has its
+        outcome (written at the clip's own index: threads never share an index)."""
+        for packing_round in range(PACKING_ROUNDS):
+            to_pack: List[int] = []
+            alone: List[int] = []
+            for unit, outcome in zip(units, self._decode(units)):
+                if len(unit.members) == 1:
+                    outcomes[unit.members[0]] = outcome
+                    continue
+                kept, skipped = split_packed(unit, outcome, batch.num_frames, batch.options)
+                for i, result in kept.items():
+                    outcomes[i] = result
+                alone.extend(i for i in unit.members if i not in kept and i not in skipped)
+                (to_pack if packing_round == 0 else alone).extend(skipped)
+            if not to_pack and not alone:
+                return
+            units = self._packed_units(batch, to_pack, 1) if to_pack else []
+            units += [batch.alone(i) for i in sorted(alone)]
+
+    def _packed_units(self, batch: "_Batch", indices: List[int], workers: int) -> List[Unit]:
+        # Copies of one recording are kept apart; compared in place (no copy of the batch).
+        alike = packing.look_alike(batch.features, batch.num_frames)
+        packs = packing.plan([batch.num_frames[i] for i in indices],
+                             [self._pack_key(batch.options[i]) for i in indices],
+                             alike=lambda a, b: alike(indices[a], indices[b]))
+        if self.layout is BatchLayout.PER_WINDOW:
+            packs = packing.spread(packs, workers)
+        units = []
+        for pack in packs:
+            # Longest clip first, shortest last (measured on the bench recordings: Whisper
+            # ends a window early after a short clip cut mid-sentence less often when nothing
+            # follows it).
+            group = sorted((indices[j] for j in pack), key=lambda i: -batch.num_frames[i])
+            units.append(batch.alone(group[0]) if len(group) == 1 else batch.packed(group))
+        return units
+
+    def _pack_key(self, opts: DecodeOptions):
+        """Windows with equal keys may share one packed window (None: never packed).
+
+        Packed clips share one language, so only windows whose language is known qualify.
+        """
+        if not self.pack_windows or (self.decoder.multilingual and not opts.language):
+            return None
+        return replace(opts, word_timestamps=False)
+
+    def _decode(self, units: Sequence[Unit]) -> List[WindowOutcome]:
+        outcomes: List[Optional[WindowOutcome]] = [None] * len(units)
+        groups: Dict[tuple, List[int]] = {}
+        for index, unit in enumerate(units):
+            key = (unit.window.options.generation_key(), unit.fallback)
+            groups.setdefault(key, []).append(index)
+        for (_, fallback), indices in groups.items():
+            try:
+                results: List[WindowOutcome] = list(self.decoder.decode(
+                    [units[i].window for i in indices], fallback))
+            except Exception:  # noqa: BLE001 - find which window breaks the batch
+                log.exception("batch of %d windows failed; retrying them one by one", len(indices))
+                results = [self._decode_one(units[i], fallback) for i in indices]
+            for i, result in zip(indices, results):
+                outcomes[i] = result
+        return outcomes  # type: ignore[return-value]
+
+    def _decode_one(self, unit: Unit, fallback: bool) -> WindowOutcome:
+        try:
+            return self.decoder.decode([unit.window], fallback)[0]
+        except Exception as exc:  # noqa: BLE001 - belongs to this window only
+            log.exception("window failed")
+            return exc
+
+
+@dataclass
+class _Batch:
+    """The engine batch's windows, as the scheduler's rounds read them."""
+    features: np.ndarray
+    num_frames: Sequence[int]
+    options: Sequence[DecodeOptions]
+
+    def alone(self, index: int) -> Unit:
+        return Unit(DecodeWindow(self.features[index], self.num_frames[index],
+                                 self.options[index]), True, [index])
+
+    def packed(self, group: List[int]) -> Unit:
+        clip_frames = [self.num_frames[i] for i in group]
+        features, content = packing.pack_features(self.features[group], clip_frames)
+        # One temperature only: a packed window whose text looks wrong is not sampled
+        # again; its clips are decoded alone instead, with the usual fallback.
+        words = any(self.options[i].word_timestamps for i in group)
+        options = replace(self.options[group[0]], word_timestamps=words)
+        return Unit(DecodeWindow(features, content, options, clip_frames), False, group)
+
+
+def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
+                 options: Sequence[DecodeOptions]) -> Tuple[Dict[int, WindowResult], List[int]]:
+    """(results kept per clip, clips that came back empty); the rest go alone."""
+    frames = [num_frames[i] for i in unit.members]
+    if (isinstance(outcome, Exception)
+            or quality.needs_fallback(outcome.avg_logprob, outcome.no_speech_prob)
+            or packing.straddling_words(outcome, frames)):
+        return {}, []
+    kept, skipped = {}, []
+    split = packing.split_result(outcome, frames,
+                                 [options[i].word_timestamps for i in unit.members])
+    for i, result in zip(unit.members, split):
+        # Repetition is judged clip by clip: uploads of one sentence packed together make a
+        # repetitive window, not a bad transcript.
+        result.compression_ratio = quality.compression_ratio(result.text.strip())
+        if not result.segments:
+            skipped.append(i)
+        elif not quality.too_repetitive(result.compression_ratio):
+            kept[i] = result
+    return kept, skipped
+
+
+def balanced(costs: Sequence[float], workers: int) -> List[List[int]]:
+    """Indices per worker, the costliest first onto the least loaded worker."""
+    if workers <= 1:
+        return [list(range(len(costs)))]
+    loads = [0.0] * workers
+    shares: List[List[int]] = [[] for _ in range(workers)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        w = loads.index(min(loads))
+        shares[w].append(i)
+        loads[w] += costs[i]
+    return [sorted(share) for share in shares if share]

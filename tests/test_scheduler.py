@@ -1,0 +1,237 @@
+"""The scheduler against a fake decoder (no model): packing, rounds, failures, workers, layouts;
+plus the continuation's token rules and the window result's wire format."""
+
+from __future__ import annotations
+
+import threading
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pytest
+
+from whisper_service import continuation, packing
+from whisper_service.decoding import BatchLayout, DecodeWindow
+from whisper_service.errors import InvalidInputError
+from whisper_service.options import DecodeOptions
+from whisper_service.quality import Attempt
+from whisper_service.scheduler import Scheduler, balanced
+from whisper_service.window_result import WindowResult, WindowSegment, WordTiming
+
+pytestmark = pytest.mark.unit
+
+N_MELS = 4
+
+
+def _clip(clip_id: int, frames: int) -> np.ndarray:
+    """A window whose features carry the clip's id, so the fake decoder can tell who is where."""
+    window = np.zeros((N_MELS, packing.FRAMES), dtype=np.float32)
+    window[:, :frames + packing.GAP_FRAMES] = clip_id
+    return window
+
+
+class FakeDecoder:
+    """Says " clip<id>" for every clip it finds, like a decoder that hears each upload."""
+
+    def __init__(self, multilingual: bool = True, skipped_in_packs=(), failing=(),
+                 improbable_packs: bool = False):
+        self.multilingual = multilingual
+        self.skipped_in_packs = set(skipped_in_packs)
+        self.failing = set(failing)
+        self.improbable_packs = improbable_packs
+        self.calls: List[tuple] = []  # (clip ids per window, fallback, thread name)
+        self._lock = threading.Lock()
+
+    def refusal(self, options: DecodeOptions) -> Optional[InvalidInputError]:
+        if options.task == "translate" and not self.multilingual:
+            return InvalidInputError("cannot translate", "unsupported_task")
+        return None
+
+    def decode(self, windows: Sequence[DecodeWindow], fallback: bool) -> List[WindowResult]:
+        ids = [self._ids(w) for w in windows]
+        with self._lock:
+            self.calls.append((ids, fallback, threading.current_thread().name))
+        if any(i in self.failing for clip_ids in ids for i in clip_ids):
+            raise RuntimeError("this window breaks the decoder")
+        return [self._result(w, clip_ids) for w, clip_ids in zip(windows, ids)]
+
+    @staticmethod
+    def _ids(window: DecodeWindow) -> List[int]:
+        starts = packing.offsets(window.clip_frames) if window.clip_frames else [0]
+        return [int(window.features[0, start]) for start in starts]
+
+    def _result(self, window: DecodeWindow, clip_ids: List[int]) -> WindowResult:
+        packed = window.clip_frames is not None
+        frames = window.clip_frames or [window.num_frames]
+        segments = []
+        for clip_id, start, length in zip(clip_ids, packing.offsets(frames), frames):
+            if packed and clip_id in self.skipped_in_packs:
+                continue
+            segments.append(WindowSegment(start / 100, (start + length) / 100, f" clip{clip_id}"))
+        logprob = -2.0 if packed and self.improbable_packs else -0.2
+        language = window.options.language or "en"
+        return WindowResult(language, 1.0, {language: 1.0}, logprob, 0.01, 1.0, 0.0, segments)
+
+
+def _batch(ids: Sequence[int], frames: int = 500):
+    features = np.stack([_clip(i, frames) for i in ids])
+    return features, [frames] * len(ids)
+
+
+def _texts(outcomes) -> List[str]:
+    return [o.text.strip() if isinstance(o, WindowResult) else type(o).__name__ for o in outcomes]
+
+
+def test_short_windows_of_a_known_language_share_one_window_and_get_their_own_text_back():
+    decoder = FakeDecoder()
+    features, frames = _batch([1, 2, 3])
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames,
+                                                     [DecodeOptions(language="en")] * 3)
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3"]
+    assert [ids for ids, _, _ in decoder.calls] == [[[1, 2, 3]]]
+    # Back in each clip's own time.
+    assert all((s.start, s.end) == (0.0, 5.0) for o in outcomes for s in o.segments)
+
+
+def test_windows_whose_language_is_detected_are_decoded_alone_unless_the_model_is_english_only():
+    features, frames = _batch([1, 2])
+    multilingual = FakeDecoder()
+    Scheduler(multilingual).transcribe_windows(features, frames, [DecodeOptions()] * 2)
+    assert [ids for ids, _, _ in multilingual.calls] == [[[1], [2]]]
+    english_only = FakeDecoder(multilingual=False)
+    Scheduler(english_only).transcribe_windows(features, frames, [DecodeOptions()] * 2)
+    assert [ids for ids, _, _ in english_only.calls] == [[[1, 2]]]
+
+
+def test_packing_can_be_turned_off():
+    decoder = FakeDecoder()
+    features, frames = _batch([1, 2])
+    Scheduler(decoder, pack_windows=False).transcribe_windows(
+        features, frames, [DecodeOptions(language="en")] * 2)
+    assert [ids for ids, _, _ in decoder.calls] == [[[1], [2]]]
+
+
+def test_an_improbable_packed_window_gives_its_clips_back_to_be_decoded_alone_with_fallback():
+    decoder = FakeDecoder(improbable_packs=True)
+    features, frames = _batch([1, 2])
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames,
+                                                     [DecodeOptions(language="en")] * 2)
+    assert _texts(outcomes) == ["clip1", "clip2"]
+    assert [(ids, fallback) for ids, fallback, _ in decoder.calls] == [
+        ([[1, 2]], False), ([[1], [2]], True)]
+
+
+def test_clips_a_pack_skipped_are_packed_once_more_then_decoded_alone():
+    decoder = FakeDecoder(skipped_in_packs={2, 3})
+    features, frames = _batch([1, 2, 3])
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames,
+                                                     [DecodeOptions(language="en")] * 3)
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3"]
+    assert [ids for ids, _, _ in decoder.calls] == [[[1, 2, 3]], [[2, 3]], [[2], [3]]]
+
+
+def test_a_failing_window_fails_alone():
+    decoder = FakeDecoder(failing={2})
+    features, frames = _batch([1, 2, 3], frames=2000)  # too long to pack
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames, [DecodeOptions()] * 3)
+    assert _texts(outcomes) == ["clip1", "RuntimeError", "clip3"]
+
+
+def test_refused_options_never_reach_the_decoder():
+    decoder = FakeDecoder(multilingual=False)
+    features, frames = _batch([1, 2])
+    outcomes = Scheduler(decoder).transcribe_windows(
+        features, frames, [DecodeOptions(task="translate"), DecodeOptions()])
+    assert isinstance(outcomes[0], InvalidInputError) and _texts(outcomes[1:]) == ["clip2"]
+    assert [ids for ids, _, _ in decoder.calls] == [[[2]]]
+
+
+def test_windows_of_different_beam_sizes_are_decoded_in_separate_calls():
+    decoder = FakeDecoder()
+    features, frames = _batch([1, 2, 3], frames=2000)
+    Scheduler(decoder).transcribe_windows(features, frames, [
+        DecodeOptions(beam_size=5), DecodeOptions(beam_size=1), DecodeOptions(beam_size=5)])
+    assert sorted(ids for ids, _, _ in decoder.calls) == [[[1], [3]], [[2]]]
+
+
+def test_per_window_layout_shares_the_batch_among_workers_and_batched_uses_one_call():
+    features, frames = _batch([1, 2, 3, 4], frames=2000)
+    spread = FakeDecoder()
+    both_decoding = threading.Barrier(2, timeout=30)
+    original = spread.decode
+
+    def decode_together(*args):
+        both_decoding.wait()
+        return original(*args)
+
+    spread.decode = decode_together
+    scheduler = Scheduler(spread, BatchLayout.PER_WINDOW, workers=2)
+    try:
+        outcomes = scheduler.transcribe_windows(features, frames, [DecodeOptions()] * 4)
+    finally:
+        scheduler.close()
+    # Both workers were decoding at once (else the barrier breaks and the windows fail).
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3", "clip4"]
+    assert sorted(len(ids) for ids, _, _ in spread.calls) == [2, 2]
+
+    batched = FakeDecoder()
+    Scheduler(batched, BatchLayout.BATCHED, workers=2).transcribe_windows(
+        features, frames, [DecodeOptions()] * 4)
+    assert [ids for ids, _, _ in batched.calls] == [[[1], [2], [3], [4]]]
+
+
+def test_per_window_layout_splits_one_pack_so_that_no_worker_idles():
+    features, frames = _batch([1, 2, 3, 4])
+    decoder = FakeDecoder()
+    scheduler = Scheduler(decoder, BatchLayout.PER_WINDOW, workers=2)
+    try:
+        outcomes = scheduler.transcribe_windows(features, frames,
+                                                [DecodeOptions(language="en")] * 4)
+    finally:
+        scheduler.close()
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3", "clip4"]
+    assert sorted(ids[0] for ids, _, _ in decoder.calls) == [[1, 2], [3, 4]]
+
+
+def test_balanced_shares_put_the_heaviest_windows_apart():
+    costs = [2.0, 1.97, 1.17, 1.13]
+    assert sorted(map(sorted, balanced(costs, 2))) == [[0, 3], [1, 2]]
+    assert balanced(costs, 1) == [[0, 1, 2, 3]]
+    assert balanced(costs[:1], 2) == [[0]]
+
+
+def test_skipped_clip_start_only_after_a_clean_end():
+    begin = 1000
+    at = lambda seconds: begin + int(round(seconds / 0.02))  # noqa: E731
+    text = [5, 6, 7]
+    start = continuation.skipped_clip_start
+    assert start([at(0)] + text + [at(4.0)], begin, [5.0, 17.0]) == 5.0
+    assert start([at(0)] + text + [at(12.0)], begin, [5.0, 17.0]) == 17.0
+    assert start([at(0)] + text + [at(21.0)], begin, [5.0, 17.0]) is None
+    # Ended inside a segment (no closing timestamp), or on timestamps alone: not a clean end.
+    assert start([at(0)] + text, begin, [5.0]) is None
+    assert start([at(0), at(1.0), at(1.0)], begin, [5.0]) is None
+    # A segment closed, the next opened and nothing said: the decode ended there.
+    assert start([at(0)] + text + [at(4.0), at(4.0)], begin, [5.0]) == 5.0
+    assert start([at(0)] + text + [at(4.0)], begin, []) is None
+
+
+def test_a_continuation_is_joined_after_its_forced_timestamp_and_an_empty_one_is_not():
+    begin, eot, stamp = 1000, 999, 1250
+    before = Attempt([1000, 5, 6, 1200, 1200], -0.2, 0.1, 1.0, 0.0)
+    text_of = lambda tokens: " ".join(map(str, tokens))  # noqa: E731
+    joined = continuation.join(before, stamp, [stamp, 7, 8, 1300], -0.4, begin, eot, text_of)
+    # The empty segment opened at the end gives way to the forced timestamp.
+    assert joined.tokens == [1000, 5, 6, 1200, stamp, 7, 8, 1300]
+    assert -0.4 < joined.avg_logprob < -0.2 and joined.no_speech_prob == 0.1
+    assert continuation.join(before, stamp, [stamp, eot], -0.1, begin, eot, text_of) is None
+
+
+def test_window_results_survive_the_wire():
+    result = WindowResult("zh", 0.9, {"zh": 0.9, "yue": 0.05}, -0.3, 0.02, 1.2, 0.0, [
+        WindowSegment(0.0, 2.0, " 你好", words=[WordTiming(0.0, 1.0, " 你", 0.9),
+                                              WordTiming(1.0, 2.0, "好", 0.8)]),
+        WindowSegment(2.0, 30.0, " 还有", unfinished=True)], covered=2.0)
+    again = WindowResult.from_json(result.to_json())
+    assert again == result
+    wire = result.to_dict()
+    assert "unfinished" not in wire["segments"][0] and "words" not in wire["segments"][1]
