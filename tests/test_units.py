@@ -324,3 +324,15 @@ def _packed_result(segments) -> WindowResult:
         "language": "en", "language_probability": 1.0, "language_probs": {"en": 1.0},
         "avg_logprob": -0.2, "no_speech_prob": 0.0, "compression_ratio": 1.1, "temperature": 0.0,
         "segments": segments})
+
+
+def test_batch_layout_follows_the_device_unless_forced():
+    assert resolve({}, gpu_available=False, env={}, materialize=False).batch_layout == "per_window"
+    assert resolve({}, gpu_available=True, env={}, materialize=False).batch_layout == "batched"
+    forced = resolve({"batch_layout": "per_window"}, True, env={"WHISPER_BATCH_LAYOUT": "batched"},
+                     materialize=False)
+    assert forced.batch_layout == "batched" and "WHISPER_BATCH_LAYOUT" in forced.reason
+    with pytest.raises(ValueError, match="batch_layout"):
+        resolve({"batch_layout": "gpu"}, False, env={}, materialize=False)
+    assert not resolve({}, False, env={"WHISPER_PACK_WINDOWS": "false"},
+                       materialize=False).pack_windows
