@@ -5,7 +5,8 @@
         print(client.transcribe("talk.flac", language="en").text)
 
 `AsyncWhisperClient` is the asyncio twin; `whisper_triton.writers` renders results as
-txt/json/srt/vtt/tsv; `whisper-triton` is the command-line tool.
+txt/json/srt/vtt/tsv; `whisper-triton` is the command-line tool. `OPTIONS` lists the decoding
+options (keyword, input tensor, default, rule) and `LANGUAGES` the language codes they accept.
 """
 
 from .aio import AsyncWhisperClient
@@ -19,6 +20,8 @@ from .errors import (
     ServerUnavailableError,
     WhisperError,
 )
+from .languages import LANGUAGES
+from .options import OPTIONS, InvalidOptionError, TranscribeOptions
 from .result import Segment, Transcription, Word
 from .writers import FORMATS, format_result, write_result
 
@@ -30,11 +33,15 @@ __all__ = [
     "Word",
     "WhisperError",
     "InvalidArgumentError",
+    "InvalidOptionError",
     "InvalidAudioError",
     "ServerUnavailableError",
     "OverloadedError",
     "RequestTimeoutError",
     "ServerError",
+    "TranscribeOptions",
+    "OPTIONS",
+    "LANGUAGES",
     "FORMATS",
     "format_result",
     "write_result",

@@ -1,6 +1,6 @@
 """Everything the sync and async clients share and that does no I/O.
 
-Addresses, option validation, tensor building, response parsing, error mapping and the
+Addresses, tensor building (options: see options.py), response parsing, error mapping and the
 retry/failover plan live here, so `WhisperClient` and `AsyncWhisperClient` only differ in
 how they send (blocking calls versus awaits).
 """
@@ -8,9 +8,7 @@ how they send (blocking calls versus awaits).
 from __future__ import annotations
 
 import itertools
-import math
 import random
-import re
 import ssl as ssl_module
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -18,14 +16,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InvalidArgumentError, ServerError, WhisperError, map_error
+from .options import TranscribeOptions, validate
 from .result import Transcription
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-TASKS = ("transcribe", "translate")
 DEFAULT_MODEL = "whisper"
-
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")  # ISO 639-1 codes plus Whisper's "haw", "yue"
 
 
 def default_url(protocol: str) -> str:
@@ -86,74 +82,6 @@ class RetryPolicy:
     @staticmethod
     def should_retry(error: BaseException) -> bool:
         return isinstance(error, WhisperError) and error.retryable
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """Validated decoding options; `None` means "leave the input out, server default"."""
-
-    language: Optional[str] = None
-    task: str = "transcribe"
-    beam_size: int = 5
-    word_timestamps: bool = False
-    vad_filter: bool = False
-    initial_prompt: Optional[str] = None
-    hotwords: Optional[str] = None
-    temperature: float = 0.0
-
-    def __post_init__(self) -> None:
-        language = self.language
-        if language is not None:
-            if not isinstance(language, str):
-                raise InvalidArgumentError(f"language must be a string like 'en', not {language!r}")
-            language = language.strip().lower()
-            if language in ("", "auto"):
-                language = None
-            elif not _LANGUAGE.match(language):
-                raise InvalidArgumentError(
-                    f"language {self.language!r} is not a language code; use an ISO 639-1 "
-                    "code such as 'en' or 'zh', or None to detect it")
-            object.__setattr__(self, "language", language)
-        task = self.task.strip().lower() if isinstance(self.task, str) else self.task
-        if task not in TASKS:
-            raise InvalidArgumentError(f"task {self.task!r} is not 'transcribe' or 'translate'")
-        object.__setattr__(self, "task", task)
-        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, (int, np.integer)):
-            raise InvalidArgumentError(f"beam_size must be an integer, not {self.beam_size!r}")
-        if self.beam_size < 1:
-            raise InvalidArgumentError(f"beam_size must be at least 1, not {self.beam_size}")
-        for name in ("word_timestamps", "vad_filter"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise InvalidArgumentError(f"{name} must be True or False")
-        if isinstance(self.temperature, bool) or not isinstance(
-                self.temperature, (int, float, np.floating, np.integer)):
-            raise InvalidArgumentError(f"temperature must be a number, not {self.temperature!r}")
-        if not math.isfinite(self.temperature) or not 0.0 <= self.temperature <= 1.0:
-            raise InvalidArgumentError(f"temperature must be between 0.0 and 1.0, not {self.temperature}")
-        for name in ("initial_prompt", "hotwords"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgumentError(f"{name} must be a string, not {type(value).__name__}")
-
-    def tensors(self) -> List[Tuple[str, str, np.ndarray]]:
-        """(input name, Triton datatype, [1, 1] array) for every option that is set."""
-        out: List[Tuple[str, str, np.ndarray]] = []
-
-        def add(name: str, dtype: str, value: Any, np_type: Any) -> None:
-            out.append((name, dtype, np.array([[value]], dtype=np_type)))
-
-        if self.language is not None:
-            add("LANGUAGE", "BYTES", self.language.encode(), np.object_)
-        add("TASK", "BYTES", self.task.encode(), np.object_)
-        add("BEAM_SIZE", "INT32", int(self.beam_size), np.int32)
-        add("WORD_TIMESTAMPS", "BOOL", bool(self.word_timestamps), np.bool_)
-        add("VAD_FILTER", "BOOL", bool(self.vad_filter), np.bool_)
-        if self.initial_prompt is not None:
-            add("INITIAL_PROMPT", "BYTES", self.initial_prompt.encode("utf-8"), np.object_)
-        if self.hotwords is not None:
-            add("HOTWORDS", "BYTES", self.hotwords.encode("utf-8"), np.object_)
-        add("TEMPERATURE", "FP32", float(self.temperature), np.float32)
-        return out
 
 
 class ClientBase:
@@ -277,10 +205,8 @@ class ClientBase:
 
     @staticmethod
     def _options(**options: Any) -> TranscribeOptions:
-        unknown = set(options) - set(TranscribeOptions.__dataclass_fields__)
-        if unknown:
-            raise InvalidArgumentError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        return TranscribeOptions(**options)
+        """Validated options from client keywords (unknown ones refused by name)."""
+        return TranscribeOptions(**validate(options))
 
     def _build_inputs(self, audio: bytes, options: TranscribeOptions) -> List[Any]:
         module = self._module()

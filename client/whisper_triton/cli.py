@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, TextIO, Tuple
 
-from ._base import PROTOCOLS, TranscribeOptions, default_url
+from ._base import PROTOCOLS, default_url
 from .audio_input import AUDIO_EXTENSIONS
 from .client import WhisperClient
 from .errors import ServerUnavailableError, WhisperError
+from .options import OPTIONS, validate
 from .result import Transcription
 from .writers import FORMATS, format_result
 
@@ -54,14 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="+", metavar="FILES_OR_DIRS",
                      help="audio files, and folders walked for audio files")
     connection(run)
-    run.add_argument("--language", help="ISO code such as en or zh (default: detect)")
-    run.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
-    run.add_argument("--beam-size", type=int, default=5)
-    run.add_argument("--word-timestamps", action="store_true")
-    run.add_argument("--vad", action="store_true", help="skip silence with voice detection")
-    run.add_argument("--initial-prompt", help="text that primes vocabulary and style")
-    run.add_argument("--hotwords", help="words to favour")
-    run.add_argument("--temperature", type=float, default=0.0)
+    decoding_flags(run)
     run.add_argument("--format", "-f", choices=tuple(FORMATS), default="txt")
     run.add_argument("--output-dir", "-o", type=Path, default=None, help=(
         "where output files go; default: stdout for one file, the current folder for several"))
@@ -72,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="check that the server and model are ready")
     connection(health)
     return parser
+
+
+def decoding_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of the schema (whisper_triton.options.OPTIONS), dest = keyword."""
+    group = parser.add_argument_group("decoding options")
+    for option in OPTIONS:
+        kwargs = {"dest": option.name, "default": option.default, "help": option.help}
+        if option.type is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=option.type, choices=option.choices)
+        group.add_argument(*option.cli_flags, **kwargs)
 
 
 def _client(args: argparse.Namespace) -> WhisperClient:
@@ -139,12 +145,8 @@ def summary(ok: int, failed: int, audio_seconds: float, wall: float) -> str:
 # --- commands ----------------------------------------------------------------------------
 
 def _options(args: argparse.Namespace) -> dict:
-    options = dict(language=args.language, task=args.task, beam_size=args.beam_size,
-                   word_timestamps=args.word_timestamps, vad_filter=args.vad,
-                   initial_prompt=args.initial_prompt, hotwords=args.hotwords,
-                   temperature=args.temperature)
-    TranscribeOptions(**options)  # raises InvalidArgumentError once, not once per file
-    return options
+    """The client keywords from the decoding flags, validated once, not once per file."""
+    return validate({option.name: getattr(args, option.name) for option in OPTIONS})
 
 
 def _transcribe_one(client: WhisperClient, job: Job, options: dict, fmt: str) -> Transcription:

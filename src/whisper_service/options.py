@@ -1,22 +1,19 @@
-"""Decoding options of one request: defaults, limits and validation.
+"""Decoding options of one request: the server's limits and its side of validation.
 
-One `DecodeOptions` travels from the front model to the engine (as JSON per window) instead of
-a dozen loose values. Limits are a `Limits` object built from config parameters.
+The options themselves (names, inputs, defaults, rules) are the client package's schema,
+`whisper_triton.options`: `parse_options` applies the same `validate` the client applies
+before sending, plus the `Limits` built from config parameters. One `DecodeOptions` travels
+from the front model to the engine (as JSON per window) instead of a dozen loose values.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Optional
 
-from faster_whisper.tokenizer import _LANGUAGE_CODES
-
 from whisper_service.errors import InvalidInputError
-
-LANGUAGE_CODES = frozenset(_LANGUAGE_CODES)
-TASKS = ("transcribe", "translate")
+from whisper_triton.options import InvalidOptionError, from_tensors, validate
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class DecodeOptions:
+    """Validated options, as the engine receives them: one field per schema option
+    (whisper_triton.options.OPTIONS, same names and defaults)."""
+
     language: Optional[str] = None
     task: str = "transcribe"
     beam_size: int = 5
@@ -71,70 +71,9 @@ class DecodeOptions:
 
 
 def parse_options(raw: Mapping[str, Any], limits: Limits) -> DecodeOptions:
-    """Validate the optional inputs of one request; raise InvalidInputError with a fix."""
-    language = _text(raw.get("LANGUAGE"))
-    if language is not None:
-        language = language.strip().lower()
-        if language in ("", "auto"):
-            language = None
-        elif language not in LANGUAGE_CODES:
-            raise InvalidInputError(
-                f"LANGUAGE {language!r} is not a Whisper language code; use an ISO 639-1 code "
-                "such as en, zh, de, or leave LANGUAGE out to detect it.",
-                "invalid_language",
-            )
-    task = (_text(raw.get("TASK")) or "transcribe").strip().lower()
-    if task not in TASKS:
-        raise InvalidInputError(
-            f"TASK {task!r} is not supported; use 'transcribe' or 'translate'.", "invalid_task"
-        )
-    beam_size = raw.get("BEAM_SIZE")
-    beam_size = 5 if beam_size is None else int(beam_size)
-    if not 1 <= beam_size <= limits.max_beam_size:
-        raise InvalidInputError(
-            f"BEAM_SIZE {beam_size} is out of range; use 1 to {limits.max_beam_size}.",
-            "invalid_beam_size",
-        )
-    temperature = raw.get("TEMPERATURE")
-    temperature = 0.0 if temperature is None else float(temperature)
-    if not math.isfinite(temperature) or not 0.0 <= temperature <= 1.0:
-        raise InvalidInputError(
-            f"TEMPERATURE {temperature} is out of range; use 0.0 (greedy, with fallback) "
-            "to 1.0.",
-            "invalid_temperature",
-        )
-    prompt = _bounded_text(raw.get("INITIAL_PROMPT"), "INITIAL_PROMPT", limits)
-    hotwords = _bounded_text(raw.get("HOTWORDS"), "HOTWORDS", limits)
-    return DecodeOptions(
-        language=language,
-        task=task,
-        beam_size=beam_size,
-        word_timestamps=bool(raw.get("WORD_TIMESTAMPS", False)),
-        vad_filter=bool(raw.get("VAD_FILTER", False)),
-        initial_prompt=prompt,
-        hotwords=hotwords,
-        temperature=round(temperature, 4),
-    )
-
-
-def _text(value: Any) -> Optional[str]:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError("text inputs must be UTF-8.", "invalid_text") from exc
-    return str(value)
-
-
-def _bounded_text(value: Any, name: str, limits: Limits) -> Optional[str]:
-    text = _text(value)
-    if text is None or not text.strip():
-        return None
-    if len(text) > limits.max_prompt_chars:
-        raise InvalidInputError(
-            f"{name} has {len(text)} characters; the limit is {limits.max_prompt_chars}.",
-            "text_too_long",
-        )
-    return text
+    """Validate the optional inputs of one request (input name -> value; others ignored)
+    against the shared schema and these limits; raise InvalidInputError with a fix."""
+    try:
+        return DecodeOptions(**validate(from_tensors(raw), limits))
+    except InvalidOptionError as exc:
+        raise InvalidInputError(exc.message, exc.reason) from None
