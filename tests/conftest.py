@@ -34,7 +34,7 @@ def triton_server():
         yield SimpleNamespace(http_url=http_url, grpc_url=grpc_url, managed=None,
                               metrics_url=os.environ.get("WHISPER_TEST_METRICS_URL"))
         return
-    from whisper_service.managed_server import ManagedServer
+    from whisper_ops.managed_server import ManagedServer
 
     server = ManagedServer().start()
     try:

@@ -187,15 +187,15 @@ def test_supervised_entrypoint_gives_the_launcher_the_same_options(run_entrypoin
     help_text = "  --http-max-input-size <integer>"
     argv, _ = run_entrypoint({"TRITON_ADMIN_KEY": "k3y", "TRITON_HTTP_PORT": "9000"},
                              help_text=help_text)
-    assert argv[:3] == ["-m", "whisper_service.launcher", "--"]
+    assert argv[:3] == ["-m", "whisper_ops.launcher", "--"]
     assert (run_entrypoint.tmp_path / "argv.key").read_text() == "k3y"
 
-    from whisper_service.launcher import command, parse_args
+    from whisper_ops.launcher import command, parse_args
 
     monkeypatch.setenv("TRITONSERVER_DIR", str(run_entrypoint.tmp_path / "triton"))
     monkeypatch.setenv("TRITON_ADMIN_KEY", "k3y")
     monkeypatch.setenv("TRITON_HTTP_PORT", "9000")
-    # `python3 -m whisper_service.launcher -- ...`: the launcher's own arguments start at "--"
+    # `python3 -m whisper_ops.launcher -- ...`: the launcher's own arguments start at "--"
     cmd = command(parse_args(argv[2:]), Path("/backends"))
     assert "--http-restricted-api=model-repository:admin-key=k3y" in cmd
     assert "--grpc-restricted-protocol=model-repository:admin-key=k3y" in cmd

@@ -13,7 +13,7 @@ import pytest
 from corpus import JFK
 from raw_triton import transcribe
 from whisper_service.accuracy import wer
-from whisper_service.managed_server import ManagedServer
+from whisper_ops.managed_server import ManagedServer
 
 pytestmark = pytest.mark.server
 KEY = "test-admin-key"

@@ -14,7 +14,7 @@ import pytest
 
 from corpus import AISHELL, JFK
 from raw_triton import transcribe
-from whisper_service.managed_server import free_port
+from whisper_ops.managed_server import free_port
 
 pytestmark = pytest.mark.server
 

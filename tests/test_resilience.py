@@ -19,7 +19,7 @@ import tritonclient.utils
 from corpus import HOTWORDS, JFK, STEREO, encode, joined
 from raw_triton import inputs, transcribe, transcribe_async
 from whisper_service.accuracy import wer
-from whisper_service.managed_server import ManagedServer
+from whisper_ops.managed_server import ManagedServer
 from whisper_triton import OverloadedError, WhisperClient
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

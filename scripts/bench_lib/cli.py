@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import corpus
+from whisper_ops import recordings as corpus
 from whisper_service.bundled_models import bundled_model_dir
 
 from bench_lib import load, peers, report
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
             host, port = http_url.rsplit(":", 1)
             grpc_url = args.grpc_url or f"{host}:{int(port) + 1}"
         else:
-            from whisper_service.managed_server import ManagedServer
+            from whisper_ops.managed_server import ManagedServer
 
             log("starting the server")
             t0 = time.monotonic()

@@ -20,7 +20,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
-import raw_triton
+from whisper_ops import raw_triton
 from bench_lib.workloads import Request
 
 MODEL = "whisper"

@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-import corpus
+from whisper_ops import recordings as corpus
 
 SAMPLE_RATE = corpus.SAMPLE_RATE
 LONG_EVERY = 5  # mix: every fifth request is long (20 %)

@@ -16,14 +16,10 @@ from typing import List, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from corpus import ALL, encode, samples  # noqa: E402
-from raw_triton import transcribe_async  # noqa: E402
-
-from whisper_service.accuracy import cer, wer  # noqa: E402
-from whisper_service.managed_server import ManagedServer  # noqa: E402
+from whisper_ops.managed_server import ManagedServer
+from whisper_ops.raw_triton import transcribe_async
+from whisper_ops.recordings import ALL, encode, samples
+from whisper_service.accuracy import cer, wer
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

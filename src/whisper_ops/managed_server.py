@@ -45,7 +45,7 @@ class ManagedServer:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> "ManagedServer":
-        cmd = [sys.executable, "-m", "whisper_service.launcher",
+        cmd = [sys.executable, "-m", "whisper_ops.launcher",
                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
                f"--metrics-port={self.metrics_port}", *self.extra_args]
         with open(self.log_path, "wb") as log:

@@ -2,8 +2,10 @@
 
 The `nvidia-pytriton` wheel carries a full tritonserver binary, the Python backend and a
 Python-backend stub for each Python version; this module lays them out as Triton expects,
-points the stub at this environment's packages, and supervises the server: SIGTERM/SIGINT are
-passed on so Triton drains in-flight requests and stops its stub processes before we exit.
+points the stub at this environment's packages, makes sure the weights of the engine's model are
+there (whisper_ops.preflight: downloads them, or stops with one sentence that says what to set),
+and supervises the server: SIGTERM/SIGINT are passed on so Triton drains in-flight requests and
+stops its stub processes before we exit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
-from whisper_service.watchdog import RepositoryApi, StubWatchdog
+from whisper_ops import preflight
+from whisper_ops.watchdog import RepositoryApi, StubWatchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = ROOT / "model_repository"
@@ -140,12 +143,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--watchdog-interval", type=float,
                         default=float(env("WHISPER_WATCHDOG_INTERVAL", "5")),
                         help="seconds between checks for dead stub processes (0 = off)")
+    parser.add_argument("--no-model-check", dest="model_check", action="store_false",
+                        default=env("WHISPER_MODEL_CHECK", "1") != "0",
+                        help="start tritonserver without first making sure the engine's model "
+                             "weights are there (WHISPER_MODEL_CHECK=0)")
     parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.model_check:
+        # Weights missing: one sentence that says what to set, not a traceback in Triton's log.
+        status = preflight.run(Path(args.model_repository))
+        if status != 0:
+            return status
     backends = backend_directory(Path(os.environ.get(
         "TRITON_BACKEND_DIR", Path(sys.prefix) / "triton-backends")))
     cmd = command(args, backends)
