@@ -146,6 +146,21 @@ def test_text_inputs_must_be_utf8_and_unknown_options_are_named():
 
 
 @unit
+def test_the_engine_checks_the_options_it_receives_by_the_same_rules():
+    options = parse_options(wire(SAME_DECISIONS[-1]), LIMITS)
+    assert DecodeOptions.from_json(options.to_json()) == options
+    assert DecodeOptions.from_json(b"") == DecodeOptions()
+    assert DecodeOptions.from_json('{"beam_size": 2, "added_later": 1}').beam_size == 2
+    for text, reason in [(b"{not json", "invalid_options"), ("[1, 2]", "invalid_options"),
+                         ('{"language": "klingon"}', "invalid_language"),
+                         ('{"beam_size": true}', "invalid_beam_size"),
+                         ('{"temperature": "hot"}', "invalid_temperature")]:
+        with pytest.raises(InvalidInputError) as info:
+            DecodeOptions.from_json(text)
+        assert info.value.reason == reason, text
+
+
+@unit
 def test_validation_is_idempotent():
     for options in SAME_DECISIONS:
         if client_side(options)[0] == "ok":

@@ -9,8 +9,9 @@ from the front model to the engine (as JSON per window) instead of a dozen loose
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from whisper_service.errors import InvalidInputError
 from whisper_triton.options import InvalidOptionError, from_tensors, validate
@@ -55,11 +56,24 @@ class DecodeOptions:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "DecodeOptions":
-        """Options as the engine receives them; empty text (warm-up) means defaults."""
+        """Options as the engine receives them; empty text (warm-up) means defaults.
+
+        The engine is callable by anyone who reaches the server, so what arrives is checked
+        by the same rules as a request's inputs (without the front's limits); keys of no
+        option are ignored. Raises InvalidInputError.
+        """
         if not text:
             return cls()
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InvalidInputError(
+                "OPTIONS is not a JSON object of decoding options (DecodeOptions.to_json).",
+                "invalid_options")
+        with _refusals_as_input_errors():
+            return cls(**validate({k: v for k, v in data.items() if k in cls.__dataclass_fields__}))
 
     def generation_key(self) -> tuple:
         """Windows whose options share this key can be decoded in one generate call.
@@ -73,7 +87,15 @@ class DecodeOptions:
 def parse_options(raw: Mapping[str, Any], limits: Limits) -> DecodeOptions:
     """Validate the optional inputs of one request (input name -> value; others ignored)
     against the shared schema and these limits; raise InvalidInputError with a fix."""
-    try:
+    with _refusals_as_input_errors():
         return DecodeOptions(**validate(from_tensors(raw), limits))
+
+
+@contextmanager
+def _refusals_as_input_errors() -> Iterator[None]:
+    """The schema's refusal (the client's error type) as the server's InvalidInputError,
+    same message and reason: the one place the two are mapped."""
+    try:
+        yield
     except InvalidOptionError as exc:
         raise InvalidInputError(exc.message, exc.reason) from None
