@@ -1,4 +1,6 @@
-"""Client logic without a server: writers, error mapping, retries, audio input, validation."""
+"""Client logic without a server: writers, error mapping, retries, audio input, validation.
+
+What needs a real socket or a subprocess is in tests/test_client_process.py."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import io
 import json
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,6 @@ import pytest
 import soundfile
 from tritonclient.utils import InferenceServerException
 
-import whisper_triton
 from whisper_triton import (
     AsyncWhisperClient,
     InvalidArgumentError,
@@ -37,7 +36,6 @@ from whisper_triton.result import Segment, Transcription, Word
 
 pytestmark = pytest.mark.unit
 
-CLIENT_DIR = Path(whisper_triton.__file__).resolve().parents[1]
 
 
 def sample_result(words: bool = False) -> Transcription:
@@ -385,7 +383,8 @@ def test_async_transcribe_many_bounds_concurrency(monkeypatch):
     async def fake_transcribe(item, **kwargs):
         state["now"] += 1
         state["peak"] = max(state["peak"], state["now"])
-        await asyncio.sleep(0.01)
+        for _ in range(3):  # yield to the other tasks: all that may start would start now
+            await asyncio.sleep(0)
         state["now"] -= 1
         if item == b"bad":
             raise ServerError("boom")
@@ -557,25 +556,6 @@ def test_closed_client_refuses(monkeypatch):
     assert client.is_ready() is False
 
 
-def test_unreachable_server_fails_fast():
-    import time
-
-    for protocol in ("grpc", "http"):
-        started = time.monotonic()
-        with WhisperClient("127.0.0.1:1", protocol, retries=1, backoff=0.05) as client:
-            with pytest.raises(ServerUnavailableError):
-                client.transcribe(b"x")
-            assert client.is_ready() is False
-        assert time.monotonic() - started < 5
-
-
-def test_package_imports_without_tritonclient():
-    # The server imports whisper_triton.result; it must not need the client's transports.
-    code = ("import sys; sys.modules['tritonclient'] = None; "
-            "import whisper_triton, whisper_triton.result, whisper_triton.writers")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=CLIENT_DIR)
-
-
 # --- command line (pure parts) -----------------------------------------------------------
 
 def test_collect_and_plan(tmp_path):
@@ -607,7 +587,4 @@ def test_cli_reports_one_line(capsys, tmp_path, monkeypatch):
     (tmp_path / "a.wav").write_bytes(b"x")
     assert cli.main(["transcribe", str(tmp_path / "a.wav"), "--language", "klingon"]) == 2
     assert "language" in capsys.readouterr().err
-    monkeypatch.setenv("WHISPER_TRITON_URL", "127.0.0.1:1")
-    assert cli.main(["health", "--retries", "0"]) == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "127.0.0.1:1" in err[0] and "Traceback" not in err[0]
+    # (an unreachable server: tests/test_client_process.py)

@@ -13,6 +13,9 @@ A lone request sees an empty board and never waits.
 The board is a small file of float64 slots, two per front instance, mapped into every
 instance: the monotonic time until which its owner counts as preparing (0 when not), and when
 its last upload arrived. A stub killed mid-preparation leaves a slot that goes stale by itself.
+
+The clock and the sleep are injectable (real time by default): the tests drive the waiting
+with a stand-in clock instead of waiting.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 import numpy as np
 
@@ -34,10 +37,19 @@ STALE_AFTER_S = 2.0
 POLL_S = 0.01
 
 
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+
 class PreparationBoard:
-    def __init__(self, path: Path, slot: int):
+    def __init__(self, path: Path, slot: int, clock: Optional[Clock] = None,
+                 sleep: Optional[Sleep] = None):
+        """clock: monotonic seconds (time.monotonic); sleep: awaits that many seconds
+        (asyncio.sleep). Every board on one file must use the same clock."""
         self.path = Path(path)
         self.slot = slot % SLOTS
+        self._clock: Clock = time.monotonic if clock is None else clock
+        self._sleep: Sleep = asyncio.sleep if sleep is None else sleep
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size < 2 * SLOTS * 8:
@@ -49,40 +61,41 @@ class PreparationBoard:
         self._slots, self._arrivals = values[:SLOTS], values[SLOTS:]
 
     @classmethod
-    def for_server(cls, instance_name: str, server_pid: Optional[int] = None
+    def for_server(cls, instance_name: str, server_pid: Optional[int] = None,
+                   clock: Optional[Clock] = None, sleep: Optional[Sleep] = None
                    ) -> "PreparationBoard":
         """The board shared by the front instances of one Triton server (its pid)."""
         pid = os.getppid() if server_pid is None else server_pid
         path = Path(tempfile.gettempdir()) / f"whisper-fronts-{pid}.board"
-        return cls(path, _instance_index(instance_name))
+        return cls(path, _instance_index(instance_name), clock=clock, sleep=sleep)
 
     def mark(self, preparing: bool) -> None:
         """True when an upload arrives and its preparation starts, False when it ends."""
-        now = time.monotonic()
+        now = self._clock()
         self._slots[self.slot] = now + STALE_AFTER_S if preparing else 0.0
         if preparing:
             self._arrivals[self.slot] = now
 
     def others_preparing(self) -> int:
-        live = self._slots > time.monotonic()
+        live = self._slots > self._clock()
         live[self.slot] = False
         return int(live.sum())
 
     def others_arrived_within(self, seconds: float) -> int:
-        recent = self._arrivals > time.monotonic() - seconds
+        recent = self._arrivals > self._clock() - seconds
         recent[self.slot] = False
         return int(recent.sum())
 
     async def wait_for_others(self, limit_s: float, quiet_s: float = 0.0) -> float:
         """Wait while other fronts are preparing, or another upload arrived less than quiet_s
         ago; at most limit_s. Returns the time waited."""
-        started = time.monotonic()
+        started = self._clock()
         while limit_s > 0 and (self.others_preparing()
                                or (quiet_s > 0 and self.others_arrived_within(quiet_s))):
-            if time.monotonic() - started >= limit_s:
+            if self._clock() - started >= limit_s:
                 break
-            await asyncio.sleep(POLL_S)
-        return time.monotonic() - started
+            await self._sleep(POLL_S)
+        return self._clock() - started
 
     def close(self, remove: bool = False) -> None:
         self._slots = self._arrivals = None  # type: ignore[assignment]
