@@ -199,10 +199,6 @@ def test_engine_requests_triton_would_refuse_never_reach_the_model(engine):
     assert len(engine.executions) == calls
 
 
-@pytest.mark.xfail(reason="the engine reads OPTIONS with DecodeOptions.from_json outside its "
-                          "InvalidInputError handling: malformed JSON from a direct caller "
-                          "fails the whole batch instead of that request (model.py _read)",
-                   raises=(ValueError, TypeError), strict=False)
 def test_engine_malformed_options_fail_only_their_own_request(engine):
     good = engine_request(*first_window(corpus.HOTWORDS), DecodeOptions(beam_size=1))
     malformed = engine_request(np.zeros((1, 80, 3000), np.float32), [3000], b"{not json")

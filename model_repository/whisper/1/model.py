@@ -33,9 +33,10 @@ from whisper_service.options import Limits, parse_options
 from whisper_service import upload
 from whisper_service.pipeline import Pipeline, warm_up
 from whisper_service.window_result import WindowResult
+from whisper_triton.options import OPTIONS
 
-OPTIONAL_INPUTS = ("LANGUAGE", "TASK", "BEAM_SIZE", "WORD_TIMESTAMPS", "VAD_FILTER",
-                   "INITIAL_PROMPT", "HOTWORDS", "TEMPERATURE")
+# The optional inputs, as the one options schema names them (config.pbtxt declares the same).
+OPTIONAL_INPUTS = tuple(option.tensor for option in OPTIONS)
 log = logging.getLogger("whisper")
 
 
