@@ -3,7 +3,9 @@ for triton_python_backend_utils (tests/triton_stub.py), real tiny.en weights, re
 
 What a server test cannot easily show: several requests in one execute() call, each answered
 on its own; every kind of engine error as the front maps it; cancellation; the front's row
-parsing. BLS calls from the front reach the engine model through the stub's dynamic batcher.
+parsing; the engine as a trust boundary (malformed requests, callers without the front's
+secret, failures inside the decode). BLS calls from the front reach the engine model through
+the stub's dynamic batcher.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import corpus
 import triton_stub as stub
 from triton_stub import TritonError, bytes_input
 from whisper_service.accuracy import wer
+from whisper_service.engine import WhisperEngine
+from whisper_service.engine_requests import NOT_THE_FRONT, SECRET_ENV, SECRET_INPUT
 from whisper_service.errors import InvalidInputError
 from whisper_service.options import DecodeOptions, Limits
 from whisper_service.pipeline import Pipeline
@@ -31,7 +35,12 @@ ENGINE_PARAMETERS = {"model": MODEL, "cpu_workers": "2", "cpu_threads": "1"}
 # a real server started from the same shell.
 FRONT_PARAMETERS = {"gather_uploads_ms": "0"}
 LOGGERS = ("whisper", "whisper_engine", "whisper_service")
-TRACEBACK_MARKS = ("Traceback", 'File "', ", line ", "Error:")
+TRACEBACK_MARKS = ("Traceback", 'File "', ", line ", "Error:", ".py")
+# What tritonserver's environment holds when scripts/serve or the container starts it.
+SECRET = "model-layer-engine-secret"
+ENGINE_FAILED = "the transcription engine failed; see the server log"
+WARM_UPS = []
+"""Windows of each WhisperEngine.warm_up call of the module's engine fixture."""
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +52,8 @@ def isolated():
         # The front resolves the model from the environment and the engine's config.pbtxt.
         mp.setenv("WHISPER_MODEL", MODEL)
         mp.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+        # Both models read the shared secret from the environment in initialize.
+        mp.setenv(SECRET_ENV, SECRET)
         yield
     for name, (handlers, level, propagate) in saved.items():
         loggers[name].handlers[:] = handlers
@@ -52,7 +63,15 @@ def isolated():
 
 @pytest.fixture(scope="module")
 def engine(isolated):
-    loaded = stub.load_model("whisper_engine", parameters=ENGINE_PARAMETERS)
+    real_warm_up = WhisperEngine.warm_up
+
+    def recorded_warm_up(self, windows):
+        WARM_UPS.append(windows)
+        return real_warm_up(self, windows)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(WhisperEngine, "warm_up", recorded_warm_up)
+        loaded = stub.load_model("whisper_engine", parameters=ENGINE_PARAMETERS)
     yield loaded
     stub.unserve("whisper_engine")
     loaded.finalize()
@@ -73,14 +92,19 @@ def nothing_triton_would_refuse():
 
 
 # ----------------------------------------------------------------------------- helpers
-def engine_request(features, frames, options):
-    count = len(frames)
+def engine_request(features, frames, options, secret=SECRET, rows=None):
+    """An engine request as the front sends it: `rows` OPTIONS and CALLER_SECRET rows (default:
+    one per frame count); secret None leaves CALLER_SECRET out."""
+    count = len(frames) if rows is None else rows
     raw = options if isinstance(options, (bytes, str)) else options.to_json()
     raw = raw.encode("utf-8") if isinstance(raw, str) else raw
-    return stub.request(
+    inputs = dict(
         FEATURES=np.asarray(features, dtype=np.float32),
-        NUM_FRAMES=np.array(frames, dtype=np.int32).reshape(count, 1),
+        NUM_FRAMES=np.array(frames, dtype=np.int32).reshape(len(frames), 1),
         OPTIONS=np.array([[raw]] * count, dtype=np.object_))
+    if secret is not None:
+        inputs[SECRET_INPUT] = np.array([[secret.encode("utf-8")]] * count, dtype=np.object_)
+    return stub.request(**inputs)
 
 
 def first_window(recording, n_mels=80):
@@ -178,13 +202,22 @@ def test_engine_batch_answers_each_request_and_refuses_only_the_bad_one(engine):
     assert observations[observed:] == [4]
 
 
-def test_engine_warm_up_request_gets_empty_window_results(engine):
+def test_engine_warms_up_in_initialize_and_callers_cannot_trigger_it(engine):
+    # initialize decoded a batch of silence before it returned (Triton reports ready after).
+    assert WARM_UPS == [4]
+    # What model_warmup used to send: empty OPTIONS with zero features and frame counts.
     warm = stub.request(FEATURES=np.zeros((2, 80, 3000), np.float32),
                         NUM_FRAMES=np.zeros((2, 1), np.int32),
-                        OPTIONS=np.array([[b""], [b""]], dtype=np.object_))
-    [response] = engine.execute([warm])
-    results = [json.loads(raw) for raw in response.output("WINDOW_RESULT").reshape(-1)]
-    assert results == [{"segments": []}] * 2
+                        OPTIONS=np.array([[b""], [b""]], dtype=np.object_),
+                        CALLER_SECRET=np.array([[SECRET.encode()]] * 2, dtype=np.object_))
+    empty_options = engine_request(np.zeros((2, 80, 3000), np.float32), [3000, 3000], b"")
+    responses = engine.execute([warm, empty_options])
+    for response in responses:
+        assert error_of(response).code() == TritonError.INVALID_ARG
+        assert_readable(response.error().message())
+    assert "NUM_FRAMES of window 0 is 0" in responses[0].error().message()
+    assert "OPTIONS of window 0 is empty" in responses[1].error().message()
+    assert WARM_UPS == [4]
 
 
 def test_engine_requests_triton_would_refuse_never_reach_the_model(engine):
@@ -207,7 +240,159 @@ def test_engine_malformed_options_fail_only_their_own_request(engine):
     assert not good_out.has_error()
 
 
+# ----------------------------------------------------------------------------- trust boundary
+def _malformed_engine_requests(n_mels):
+    """(case, request, words its refusal must hold): requests anyone could send the engine."""
+    zeros = np.zeros((1, n_mels, 3000), np.float32)
+    nan = zeros.copy()
+    nan[0, 3, 100] = np.nan
+    inf = zeros.copy()
+    inf[0, 0, 0] = -np.inf
+    options = DecodeOptions()
+    return [
+        ("bad JSON", engine_request(zeros, [3000], b"{not json"), "not a JSON object"),
+        ("JSON list", engine_request(zeros, [3000], b"[1,2]"), "not a JSON object"),
+        ("huge beam", engine_request(zeros, [3000], b'{"beam_size": 10000}'),
+         "BEAM_SIZE 10000 is out of range; use 1 to 10"),
+        ("long prompt", engine_request(zeros, [3000], DecodeOptions(hotwords="w" * 1001)),
+         "HOTWORDS has 1001 characters; the limit is 1000"),
+        ("NaN features", engine_request(nan, [3000], options), "non-finite"),
+        ("infinite features", engine_request(inf, [3000], options), "non-finite"),
+        ("no frames", engine_request(zeros, [0], options), "NUM_FRAMES of window 0 is 0"),
+        ("too many frames", engine_request(zeros, [99999], options), "is 99999; use 1 to 3000"),
+        ("wrong mel count", engine_request(np.zeros((1, n_mels + 48, 3000), np.float32), [3000],
+                                           options), f"the served model expects {n_mels}"),
+        ("mismatched rows", engine_request(np.zeros((2, n_mels, 3000), np.float32),
+                                           [3000, 3000], options, rows=1),
+         "OPTIONS has 1 rows; FEATURES has 2 windows"),
+        ("empty OPTIONS", engine_request(zeros, [3000], b""), "OPTIONS of window 0 is empty"),
+        ("no secret", engine_request(zeros, [3000], options, secret=None), NOT_THE_FRONT),
+        ("wrong secret", engine_request(zeros, [3000], options, secret="guess"), NOT_THE_FRONT),
+        ("secret of another length", engine_request(zeros, [3000], options, secret=SECRET[:-1]),
+         NOT_THE_FRONT),
+    ]
+
+
+def test_engine_answers_good_requests_among_malformed_ones(engine):
+    n_mels = engine.model.engine.n_mels
+    bad_cases = _malformed_engine_requests(n_mels)
+    jfk = engine_request(*first_window(corpus.JFK, n_mels), DecodeOptions())
+    hot = engine_request(*first_window(corpus.HOTWORDS, n_mels),
+                         DecodeOptions(language="en", beam_size=1))
+    requests = [jfk] + [request for _, request, _ in bad_cases] + [hot]
+    observed = len(stub.metric_observations("whisper_engine_batch_windows",
+                                            model="whisper_engine"))
+
+    # Without Triton's own checks (a row-count mismatch would not reach the model): what the
+    # engine itself says to each.
+    responses = engine.execute(requests, validate=False)
+
+    assert engine.executions[-1] == len(requests)
+    assert len(responses) == len(requests)
+    for (case, _, words), response in zip(bad_cases, responses[1:-1]):
+        error = error_of(response)
+        assert error.code() == TritonError.INVALID_ARG, (case, error)
+        assert words in error.message(), (case, error.message())
+        assert_readable(error.message())
+        assert error.message().rstrip().endswith("."), (case, error.message())
+        assert SECRET not in error.message()
+    [[jfk_raw]] = responses[0].output("WINDOW_RESULT")
+    assert wer(corpus.JFK.transcript, window_text(jfk_raw)) < 0.2, window_text(jfk_raw)
+    [[hot_raw]] = responses[-1].output("WINDOW_RESULT")
+    assert wer(corpus.HOTWORDS.transcript, window_text(hot_raw)) < 0.5, window_text(hot_raw)
+    # Only the two good windows reached the model.
+    observations = stub.metric_observations("whisper_engine_batch_windows",
+                                            model="whisper_engine")
+    assert observations[observed:] == [2]
+
+
+def test_engine_refuses_callers_without_the_secret_even_with_triton_checks(engine):
+    n_mels = engine.model.engine.n_mels
+    good = first_window(corpus.HOTWORDS, n_mels)
+    responses = engine.execute([engine_request(*good, DecodeOptions(), secret=None),
+                                engine_request(*good, DecodeOptions(), secret="")])
+    for response in responses:
+        assert error_of(response).code() == TritonError.INVALID_ARG
+        assert response.error().message() == NOT_THE_FRONT
+
+
+def _raising_decode(features, frames, options, workers=None):
+    raise RuntimeError(RAW_FAILURE)
+
+
+def _failing_windows(features, frames, options, workers=None):
+    return [RuntimeError(RAW_FAILURE) for _ in frames]
+
+
+@pytest.mark.parametrize("failure", [_raising_decode, _failing_windows],
+                         ids=["decode raises", "windows fail"])
+def test_engine_failure_inside_the_decode_is_internal_with_a_short_message(
+        engine, monkeypatch, failure):
+    n_mels = engine.model.engine.n_mels
+    good = first_window(corpus.HOTWORDS, n_mels)
+    monkeypatch.setattr(engine.model.engine, "transcribe_windows", failure)
+    logged = len(stub.LOG)
+
+    first, refused, second = engine.execute([
+        engine_request(*good, DecodeOptions()),
+        engine_request(*good, b"[1,2]"),
+        engine_request(*good, DecodeOptions(language="en")),
+    ])
+
+    for response in (first, second):
+        error = error_of(response)
+        assert error.code() == TritonError.INTERNAL
+        assert error.message() == ENGINE_FAILED
+        assert_readable(error.message())
+    assert error_of(refused).code() == TritonError.INVALID_ARG
+    # The traceback is in the server log, never in a response.
+    errors = [message for level, message in stub.LOG[logged:] if level == "error"]
+    assert any("Traceback" in m and "CUDA failed" in m for m in errors), stub.LOG[logged:]
+
+
+def test_engine_without_a_secret_warns_once_and_accepts_any_caller(isolated, monkeypatch):
+    monkeypatch.delenv(SECRET_ENV)
+    logged = len(stub.LOG)
+    loaded = stub.load_model("whisper_engine", serve=False,
+                             parameters={**ENGINE_PARAMETERS, "cpu_workers": "1"})
+    try:
+        warnings = [message for level, message in stub.LOG[logged:]
+                    if level == "warn" and SECRET_ENV in message]
+        assert len(warnings) == 1, stub.LOG[logged:]
+        good = first_window(corpus.HOTWORDS, loaded.model.engine.n_mels)
+        options = DecodeOptions(language="en", beam_size=1)
+        without, other = loaded.execute([engine_request(*good, options, secret=None),
+                                         engine_request(*good, options, secret="anything")])
+        for response in (without, other):
+            assert window_text(response.output("WINDOW_RESULT")[0, 0])
+        # Everything else is still checked.
+        [bad] = loaded.execute([engine_request(*good, b'{"beam_size": 10000}', secret=None)])
+        assert error_of(bad).code() == TritonError.INVALID_ARG
+    finally:
+        loaded.finalize()
+
+
 # ----------------------------------------------------------------------------- the front
+def test_front_presents_the_engine_secret_on_every_engine_call(front, engine):
+    seen = []
+
+    async def forward(request):
+        seen.append(request)
+        [response] = await engine.execute_async([request])
+        return response
+
+    with stub.route(ENGINE, forward):
+        [response] = front.execute([audio_request(corpus.HOTWORDS.read_bytes(), LANGUAGE="en")])
+    text, _ = transcript(response)
+    assert wer(corpus.HOTWORDS.transcript, text) < 0.5, text
+    assert seen
+    for request in seen:
+        rows = stub.get_input_tensor_by_name(request, "OPTIONS").as_numpy().shape[0]
+        secret = stub.get_input_tensor_by_name(request, SECRET_INPUT).as_numpy()
+        assert secret.shape == (rows, 1)
+        assert set(secret.reshape(-1)) == {SECRET.encode("utf-8")}
+
+
 def test_front_answers_each_request_of_one_execute_on_its_own(front, engine):
     language_counts = stub.metric_value("whisper_requests_total", model="whisper",
                                         language="en")

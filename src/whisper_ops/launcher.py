@@ -4,8 +4,9 @@ The `nvidia-pytriton` wheel carries a full tritonserver binary, the Python backe
 Python-backend stub for each Python version; this module lays them out as Triton expects,
 points the stub at this environment's packages, makes sure the weights of the engine's model are
 there (whisper_ops.preflight: downloads them, or stops with one sentence that says what to set),
-and supervises the server: SIGTERM/SIGINT are passed on so Triton drains in-flight requests and
-stops its stub processes before we exit.
+gives tritonserver a random WHISPER_ENGINE_SECRET (unless one is set) so that only the front
+model can call the engine, and supervises the server: SIGTERM/SIGINT are passed on so Triton
+drains in-flight requests and stops its stub processes before we exit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,6 +29,7 @@ from typing import List, Optional
 
 from whisper_ops import preflight
 from whisper_ops.watchdog import RepositoryApi, StubWatchdog
+from whisper_service.engine_requests import SECRET_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = ROOT / "model_repository"
@@ -66,7 +69,7 @@ def backend_directory(target: Path) -> Path:
 
 
 def server_environment() -> dict:
-    env = dict(os.environ)
+    env = with_engine_secret(dict(os.environ))
     if installed_triton() is not None:
         return env  # the image's Triton finds its own libraries and Python packages
     libs = [
@@ -79,6 +82,17 @@ def server_environment() -> dict:
     # The stub ignores PYTHONPATH; model.py adds these (with their .pth files) itself.
     env["WHISPER_SITE_PACKAGES"] = sysconfig.get_paths()["purelib"]
     env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def with_engine_secret(env: dict) -> dict:
+    """env with WHISPER_ENGINE_SECRET: the given one, or a new random one.
+
+    The front model presents it on every call to whisper_engine, which refuses callers without
+    it; nobody outside this server's processes needs to know it.
+    """
+    if not env.get(SECRET_ENV):
+        env[SECRET_ENV] = secrets.token_hex(16)
     return env
 
 

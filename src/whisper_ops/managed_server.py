@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -12,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from whisper_service.engine_requests import SECRET_ENV
 
 
 def free_port() -> int:
@@ -27,10 +30,19 @@ class ManagedServer:
                  ready_timeout: float = 600.0):
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.env = {**os.environ, **(env or {})}
+        # Chosen here rather than by the launcher, so that tests can call whisper_engine as
+        # the front does (engine_secret).
+        if not self.env.get(SECRET_ENV):
+            self.env[SECRET_ENV] = secrets.token_hex(16)
         self.extra_args = extra_args or []
         self.ready_timeout = ready_timeout
         self.log_path = Path(tempfile.mkstemp(prefix="triton-", suffix=".log")[1])
         self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def engine_secret(self) -> str:
+        """The WHISPER_ENGINE_SECRET the server runs with (what the front sends the engine)."""
+        return self.env[SECRET_ENV]
 
     @property
     def http_url(self) -> str:

@@ -27,6 +27,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_service import settings as model_settings
 from whisper_service.triton_log import route_to_triton
 from whisper_service.errors import InvalidInputError
+from whisper_service.engine_requests import SECRET_INPUT, engine_secret
 from whisper_service.gather import PreparationBoard
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
@@ -65,6 +66,8 @@ class TritonPythonModel:
         # it resolves the model exactly as the engine does (env first, then its parameters).
         chosen = model_settings.resolve(engine_params, gpu_available=_gpu_visible(),
                                        materialize=False)
+        # The engine answers only callers that present tritonserver's WHISPER_ENGINE_SECRET.
+        self.engine_secret = engine_secret(os.environ)
         self.pipeline = Pipeline(self.limits, chosen.n_mels)
         warm_up(self.pipeline)
         self.metrics = SpeechMetrics(pb_utils, model=args["model_name"])
@@ -160,6 +163,10 @@ class TritonPythonModel:
             pb_utils.Tensor("NUM_FRAMES", np.array(frames, dtype=np.int32).reshape(count, 1)),
             pb_utils.Tensor("OPTIONS", np.array([[options_json]] * count, dtype=np.object_)),
         ]
+        if self.engine_secret is not None:
+            secret = self.engine_secret.encode("utf-8")
+            inputs.append(pb_utils.Tensor(SECRET_INPUT,
+                                          np.array([[secret]] * count, dtype=np.object_)))
         response = await pb_utils.InferenceRequest(
             model_name=self.engine_name, inputs=inputs, requested_output_names=["WINDOW_RESULT"],
         ).async_exec()

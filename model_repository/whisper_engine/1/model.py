@@ -3,6 +3,10 @@
 Each request carries one or more 30 s windows (features) of one upload; Triton's dynamic
 batcher joins requests from many uploads, and WhisperEngine encodes and decodes all their
 windows together. A window that fails fails only the request that owns it.
+
+The engine is internal but reachable by anyone who reaches Triton's ports: every request is
+checked (whisper_service.engine_requests) before its windows join the batch, callers without
+the front's secret (WHISPER_ENGINE_SECRET) are turned away, and nothing raises out of execute.
 """
 
 # Triton's Python stub ignores PYTHONPATH; scripts/serve names this environment's packages
@@ -15,6 +19,8 @@ sys.path[:] = [p for p in sys.path if p not in _before] + _before
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -22,11 +28,17 @@ import triton_python_backend_utils as pb_utils
 from whisper_service import settings as model_settings
 from whisper_service.triton_log import route_to_triton
 from whisper_service.engine import WhisperEngine
+from whisper_service.engine_requests import (NOT_THE_FRONT, SECRET_ENV, SECRET_INPUT,
+                                             caller_allowed, engine_secret, read_request)
 from whisper_service.errors import InvalidInputError
 from whisper_service.metrics import EngineMetrics
-from whisper_service.options import DecodeOptions
+from whisper_service.options import Limits
 
 log = logging.getLogger("whisper_engine")
+
+ENGINE_FAILED = "the transcription engine failed; see the server log"
+FRONT_MODEL = "whisper"
+WARM_UP_WINDOWS = 4
 
 
 class TritonPythonModel:
@@ -38,51 +50,70 @@ class TritonPythonModel:
         self.settings = model_settings.resolve(
             model_settings.config_parameters(config), gpu_available=on_gpu or _cuda_visible())
         pb_utils.Logger.log_info(f"whisper_engine loading: {self.settings.reason}")
+        # Anyone who reaches Triton's ports can call this model: it holds requests to the
+        # front's limits, and answers only callers that present the front's secret.
+        self.limits = _front_limits(Path(args["model_repository"]).parent)
+        self.secret = engine_secret(os.environ)
+        if self.secret is None:
+            log.warning("%s is not set: whisper_engine accepts requests from any caller, not "
+                        "only from model '%s' (scripts/serve and the container set it)",
+                        SECRET_ENV, FRONT_MODEL)
         self.engine = WhisperEngine(self.settings, device_index=device_index)
         self.metrics = EngineMetrics(pb_utils, model=args["model_name"])
+        # "Ready" means warm: Triton reports the model ready only once initialize returns.
+        self.engine.warm_up(WARM_UP_WINDOWS)
         pb_utils.Logger.log_info(
             f"whisper_engine ready: {self.engine.n_mels} mel bins, "
             f"{'multilingual' if self.engine.multilingual else 'English-only'}, "
-            f"instance {args['model_instance_name']} on {self.settings.device}:{device_index}")
+            f"instance {args['model_instance_name']} on {self.settings.device}:{device_index}, "
+            f"{self.limits}")
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        features, frames, options, owners = [], [], [], []
+        accepted = {}  # request index -> EngineRequest
         for r, request in enumerate(requests):
-            raw_options = pb_utils.get_input_tensor_by_name(request, "OPTIONS").as_numpy()
-            if not any(raw_options.reshape(-1)):
-                # Only model_warmup sends empty OPTIONS (with zero features of a fixed mel
-                # count): warm up on silence of the model's own shape.
-                self.engine.warm_up(raw_options.size)
-                responses[r] = _warm_up_response(raw_options.size)
-                continue
             try:
-                f, n, o = self._read(request)
+                accepted[r] = self._read(request)
             except InvalidInputError as exc:
                 responses[r] = _error(str(exc), pb_utils.TritonError.INVALID_ARG)
-                continue
-            features.append(f)
-            frames.extend(n)
-            options.extend(o)
-            owners.extend([r] * len(o))
-        if options:
-            self.metrics.batch(len(options))
-            outcomes = self.engine.transcribe_windows(np.concatenate(features), frames, options)
-            for r in sorted(set(owners)):
-                mine = [outcomes[i] for i, owner in enumerate(owners) if owner == r]
-                responses[r] = _response(mine)
+            except Exception:  # noqa: BLE001 - one request's failure must not fail the batch
+                log.exception("whisper_engine could not read a request")
+                responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+        if accepted:
+            try:
+                self._decode(accepted, responses)
+            except Exception:  # noqa: BLE001 - nothing may raise out of execute
+                log.exception("whisper_engine batch of %d windows failed",
+                              sum(len(windows) for windows in accepted.values()))
+                for r in accepted:
+                    if responses[r] is None:
+                        responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
         return responses
 
     def _read(self, request):
-        features = pb_utils.get_input_tensor_by_name(request, "FEATURES").as_numpy()
-        frames = pb_utils.get_input_tensor_by_name(request, "NUM_FRAMES").as_numpy().reshape(-1)
-        raw_options = pb_utils.get_input_tensor_by_name(request, "OPTIONS").as_numpy().reshape(-1)
-        if features.shape[1] != self.engine.n_mels:
-            raise InvalidInputError(
-                f"FEATURES has {features.shape[1]} mel bins; the served model expects "
-                f"{self.engine.n_mels}.", "invalid_features")
-        options = [DecodeOptions.from_json(raw) for raw in raw_options]
-        return features, [int(n) for n in frames], options
+        """The request's windows, checked; InvalidInputError with a sentence otherwise."""
+        secret = pb_utils.get_input_tensor_by_name(request, SECRET_INPUT)
+        if not caller_allowed(None if secret is None else secret.as_numpy(), self.secret):
+            raise InvalidInputError(NOT_THE_FRONT, "not_the_front")
+        return read_request(_input(request, "FEATURES"), _input(request, "NUM_FRAMES"),
+                            _input(request, "OPTIONS"), n_mels=self.engine.n_mels,
+                            limits=self.limits)
+
+    def _decode(self, accepted, responses):
+        """Decode the windows of all accepted requests together; answer each request."""
+        owners = [r for r, windows in accepted.items() for _ in range(len(windows))]
+        features = np.concatenate([windows.features for windows in accepted.values()])
+        frames = [n for windows in accepted.values() for n in windows.frames]
+        options = [o for windows in accepted.values() for o in windows.options]
+        self.metrics.batch(len(options))
+        outcomes = self.engine.transcribe_windows(features, frames, options)
+        for r in accepted:
+            mine = [outcomes[i] for i, owner in enumerate(owners) if owner == r]
+            try:
+                responses[r] = _response(mine)
+            except Exception:  # noqa: BLE001 - e.g. a result that does not serialise
+                log.exception("whisper_engine could not answer a request")
+                responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
 
     def finalize(self):
         # Unload through the repository API is the old service's "clear GPU memory": free the
@@ -91,18 +122,30 @@ class TritonPythonModel:
         pb_utils.Logger.log_info("whisper_engine unloaded, model memory released")
 
 
+def _front_limits(repository):
+    """The limits the front applies (its config.pbtxt parameters), or the defaults."""
+    front_config = repository / FRONT_MODEL / "config.pbtxt"
+    try:
+        return Limits.from_parameters(model_settings.read_config_parameters(front_config))
+    except (OSError, ValueError) as exc:
+        log.warning("whisper_engine uses the default limits: %s could not be read (%s)",
+                    front_config, exc)
+        return Limits()
+
+
+def _input(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
 def _response(outcomes):
     for outcome in outcomes:
         if isinstance(outcome, InvalidInputError):
             return _error(str(outcome), pb_utils.TritonError.INVALID_ARG)
         if isinstance(outcome, Exception):
-            return _error(f"engine failure: {type(outcome).__name__}", pb_utils.TritonError.INTERNAL)
+            log.error("whisper_engine window failed", exc_info=outcome)
+            return _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
     data = np.array([[o.to_json().encode("utf-8")] for o in outcomes], dtype=np.object_)
-    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("WINDOW_RESULT", data)])
-
-
-def _warm_up_response(count):
-    data = np.array([[b'{"segments": []}']] * count, dtype=np.object_)
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("WINDOW_RESULT", data)])
 
 
