@@ -1,8 +1,18 @@
-"""Turn uploaded bytes into 16 kHz mono float32 samples, in memory, with clear errors."""
+"""Turn uploaded bytes into 16 kHz mono float32 samples, in memory, with clear errors.
+
+Uploads are hostile until decoded: every refusal is an InvalidAudioError whose message is a
+sentence the caller can act on (never an FFmpeg error code, a Python class name or a path), and
+what one upload may cost is bounded before the work is done: headers are checked for absurd
+sample rates, channel counts and sizes first, a file that declares far more than the limit is
+refused before it is decoded, and FFmpeg may not open anything but the uploaded bytes (no
+playlists, concat lists or SDP files that name other files or network addresses).
+"""
 
 from __future__ import annotations
 
 import io
+import struct
+from typing import Optional, Tuple
 
 import av
 import numpy as np
@@ -10,64 +20,281 @@ import numpy as np
 from whisper_service.errors import InvalidAudioError
 
 SAMPLE_RATE = 16000
+# Outside this range a sample rate is a broken or hostile header, not a recording: below it,
+# a few bytes would resample into hours of audio; above it nothing records.
+MIN_SAMPLE_RATE = 2000
+MAX_SAMPLE_RATE = 768000
+# FFmpeg's resampler handles at most 64 channels.
+MAX_CHANNELS = 64
+# A real WAV has a handful of chunks before its samples; thousands are a way to make the
+# demuxer crawl (each one a seek through the upload).
+MAX_RIFF_CHUNKS = 1000
+# Samples far outside -1..1 overflow the spectrogram (|x| near 1e20 gives NaN features). Integer
+# PCM stored as float without scaling (up to 2^31) is still accepted.
+MAX_SAMPLE_MAGNITUDE = 1e10
+# Containers whose declared duration is exact (a header or the last timestamp, not an estimate
+# from the bit rate as for MP3 or ADTS): one declaring more than the limit is refused unread.
+EXACT_DURATION_FORMATS = ("wav", "w64", "flac", "ogg", "aiff", "caf", "matroska",
+                          "mov,mp4,m4a,3gp,3g2,mj2")
+# FFmpeg opens nothing but the uploaded bytes: no protocol is allowed for nested inputs, so an
+# HLS playlist, an ffconcat list or an SDP file can neither read server files nor open sockets.
+_OPEN_OPTIONS = {"protocol_whitelist": "none"}
+# What each decoder failure means for the caller, in words (FFmpeg's own are errno strings).
+_FAILURES = {
+    "InvalidDataError": "it is not in a format the server reads, or its data is corrupt",
+    "EOFError": "it ends before any audio could be read",
+    "DecoderNotFoundError": "its audio codec is not supported",
+    "DemuxerNotFoundError": "its container format is not supported",
+    "PatchWelcomeError": "it uses a codec feature the server does not support",
+    "MemoryError": "decoding it needs more memory than the server allows",
+}
+_DEFAULT_FAILURE = "its headers are inconsistent or use unsupported parameters"
 
 
 def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
     """Decode any container/codec PyAV reads; stereo is downmixed, any rate resampled.
 
-    Never touches the file system: the bytes are wrapped in a BytesIO, so nothing in a
-    request can name a path on the server.
+    Never touches the file system or the network: the bytes are wrapped in a BytesIO and no
+    nested input may be opened, so nothing in a request can name a path or an address.
     """
     if not data:
         raise InvalidAudioError("AUDIO is empty: send the bytes of an audio file.", "empty_audio")
+    _check_headers(data)
     max_samples = int(max_seconds * SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
+    decoder = _Decoder(max_samples, max_seconds)
+    declared_seconds = 0.0
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore",
+                     options=dict(_OPEN_OPTIONS)) as container:
             if not container.streams.audio:
                 raise InvalidAudioError(
                     "AUDIO has no audio stream: send an audio file (WAV, FLAC, MP3, OGG, M4A...).",
                     "no_audio_stream",
                 )
-            declared_seconds = (container.duration or 0) / 1_000_000
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            for frame in _frames(container):
-                for out in resampler.resample(frame):
-                    total += _append(chunks, out, total, max_samples, max_seconds)
-            for out in resampler.resample(None):
-                total += _append(chunks, out, total, max_samples, max_seconds)
+            stream = container.streams.audio[0]
+            declared_seconds = _declared_seconds(container, stream)
+            _check_stream(stream)
+            if (container.format.name in EXACT_DURATION_FORMATS
+                    and declared_seconds > max_seconds + 1.0):
+                raise _too_long(max_seconds, declared_seconds)
+            for frame in _frames(container, stream):
+                decoder.add(frame)
+            decoder.flush()
     except InvalidAudioError:
         raise
-    except (av.error.FFmpegError, ValueError, IndexError, OSError) as exc:
+    except (av.error.FFmpegError, ValueError, IndexError, OSError, ArithmeticError,
+            MemoryError) as exc:
         raise InvalidAudioError(
-            "AUDIO could not be decoded as audio "
-            f"({type(exc).__name__}: {_short(exc)}); send a complete WAV, FLAC, MP3, OGG or "
-            "M4A file.",
+            f"AUDIO could not be decoded as audio: {_failure(exc)}; send a complete WAV, FLAC, "
+            "MP3, OGG or M4A file.",
             "undecodable_audio",
         ) from exc
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    _refuse_truncated(data, declared_seconds, audio.size / SAMPLE_RATE)
+    audio = decoder.samples()
+    _refuse_truncated(declared_seconds, audio.size / SAMPLE_RATE)
     if not np.all(np.isfinite(audio)):
         raise InvalidAudioError(
             "AUDIO contains non-finite samples (NaN or infinity).", "non_finite_audio"
         )
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise InvalidAudioError(
+            f"AUDIO has samples of magnitude {peak:.3g}, far outside the range of audio: send "
+            "float samples between -1 and 1, or integer PCM.",
+            "out_of_range_audio",
+        )
     return audio
 
 
-def _refuse_truncated(data: bytes, declared_seconds: float, decoded_seconds: float) -> None:
-    """A file cut short would be transcribed as if its speech simply stopped: refuse it.
+class _Decoder:
+    """Resamples frames to 16 kHz mono and collects them, within the sample limit.
 
-    FLAC and MP3 (and most containers) declare their length; WAV declares its data size,
-    which FFmpeg does not check against the bytes that actually arrived.
+    A stream may change rate or layout in the middle (a spliced MP3, a corrupt header that
+    still decodes): the resampler is then rebuilt, rather than the upload refused.
     """
-    missing = _riff_missing_bytes(data)
-    if missing > 0:
+
+    def __init__(self, max_samples: int, max_seconds: float):
+        self.max_samples, self.max_seconds = max_samples, max_seconds
+        self.chunks: list[np.ndarray] = []
+        self.total = 0
+        self.resampler = None
+        self.setup: Optional[Tuple[str, str, int]] = None
+
+    def add(self, frame) -> None:
+        _check_rate(frame.sample_rate)
+        _check_channels(len(frame.layout.channels))
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if setup != self.setup:
+            self.flush()
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self.setup = setup
+        for out in self.resampler.resample(frame):
+            self._append(out)
+
+    def flush(self) -> None:
+        if self.resampler is not None:
+            for out in self.resampler.resample(None):
+                self._append(out)
+        self.resampler = None
+
+    def _append(self, frame) -> None:
+        samples = frame.to_ndarray().reshape(-1)
+        if self.total + samples.size > self.max_samples:
+            raise _too_long(self.max_seconds)
+        self.chunks.append(samples.astype(np.float32, copy=False))
+        self.total += samples.size
+
+    def samples(self) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros(0, dtype=np.float32)
+        return self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+
+
+def _too_long(max_seconds: float, declared: Optional[float] = None) -> InvalidAudioError:
+    said = f" (the file declares {declared:.0f} s)" if declared is not None else ""
+    return InvalidAudioError(
+        f"AUDIO is longer than the limit of {max_seconds:g} s{said}: split it, or raise "
+        "max_audio_seconds on the server.",
+        "audio_too_long",
+    )
+
+
+def _check_rate(rate: int) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InvalidAudioError(
-            f"AUDIO is truncated: its WAV header declares {missing} more bytes of samples than "
-            "arrived; send the complete file.",
-            "truncated_audio",
+            f"AUDIO declares a sample rate of {rate} Hz, which no recording has: send audio "
+            f"sampled at {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz (16000 Hz is best).",
+            "bad_sample_rate",
         )
+
+
+def _check_channels(channels: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidAudioError(
+            f"AUDIO declares {channels} channels: send audio with 1 to {MAX_CHANNELS} channels "
+            "(mono is best).",
+            "bad_channel_count",
+        )
+
+
+def _check_stream(stream) -> None:
+    """What the container says about the stream, before a byte of it is decoded (a rate of 0
+    means unknown until the first frame: some codecs only say it there)."""
+    context = stream.codec_context
+    if context is None:  # FFmpeg has no decoder for this codec
+        raise av.error.DecoderNotFoundError(0, "no decoder")
+    if context.sample_rate:
+        _check_rate(context.sample_rate)
+    channels = context.channels
+    if channels == 0 and stream.layout is not None:
+        channels = len(stream.layout.channels)
+    if channels > MAX_CHANNELS or (channels == 0 and context.codec.name.startswith("pcm_")):
+        _check_channels(channels)
+
+
+def _declared_seconds(container, stream) -> float:
+    seconds = (container.duration or 0) / 1_000_000
+    if not seconds and stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    return max(0.0, seconds)
+
+
+def _failure(exc: BaseException) -> str:
+    return _FAILURES.get(type(exc).__name__, _DEFAULT_FAILURE)
+
+
+# --- header checks on the raw bytes ------------------------------------------------------------
+
+def _check_headers(data: bytes) -> None:
+    """Checks FFmpeg does not make, or makes with a message no caller can act on."""
+    if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
+        _check_riff(data)
+    elif data[:4] == b"OggS":
+        if _ogg_last_page_cut(data):
+            raise InvalidAudioError(
+                "AUDIO is truncated: its last Ogg page is cut short; send the complete file.",
+                "truncated_audio",
+            )
+
+
+def _check_riff(data: bytes) -> None:
+    """The `fmt ` chunk's rate and channels, and the `data` chunk's size against what arrived.
+
+    A file cut short would be transcribed as if its speech simply stopped: refuse it. WAV
+    declares its data size, which FFmpeg does not check against the bytes that arrived.
+    """
+    position, chunks = 12, 0
+    while position + 8 <= len(data):
+        chunks += 1
+        if chunks > MAX_RIFF_CHUNKS:
+            raise InvalidAudioError(
+                f"AUDIO's WAV header has more than {MAX_RIFF_CHUNKS} chunks before its samples: "
+                "send a plain WAV file (or FLAC, MP3, OGG, M4A).",
+                "malformed_wav",
+            )
+        chunk, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
+        if chunk == b"fmt " and size >= 16 and position + 24 <= len(data):
+            _tag, channels, rate = struct.unpack_from("<HHI", data, position + 8)
+            _check_rate(rate)
+            _check_channels(channels)
+        elif chunk == b"data":
+            # 0 and 0xFFFFFFFF mean "unknown length" (streamed WAV; RF64 keeps the size in ds64).
+            if size in (0, 0xFFFFFFFF):
+                return
+            missing = position + 8 + size - len(data)
+            if missing > 0:
+                raise InvalidAudioError(
+                    f"AUDIO is truncated: its WAV header declares {missing} more bytes of samples "
+                    "than arrived; send the complete file.",
+                    "truncated_audio",
+                )
+            return
+        position += 8 + size + (size & 1)
+
+
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+
+
+def _ogg_last_page_cut(data: bytes) -> bool:
+    """Whether the upload ends inside an Ogg page (FFmpeg drops the partial page silently).
+
+    Looks only at the last 64 KiB (one page at most): complete if a page ends exactly at the
+    end of the data; cut if the last page header found there runs past it.
+    """
+    floor = max(0, len(data) - _OGG_MAX_PAGE - 4)
+    position = data.rfind(b"OggS", floor)
+    cut = False
+    first = True
+    while position >= floor and position != -1:
+        end = _ogg_page_end(data, position)
+        if end == len(data):
+            return False
+        if first and end is not None:
+            cut = end > len(data)
+            first = False
+        position = data.rfind(b"OggS", floor, position)
+    return cut
+
+
+def _ogg_page_end(data: bytes, position: int) -> Optional[int]:
+    """Where the Ogg page starting at `position` ends (maybe past the data); None if what is
+    there is not a plausible page header. A header cut short ends past the data."""
+    header = data[position:position + 27]
+    if len(header) < 6:
+        return len(data) + 1 if header[4:5] in (b"", b"\x00") else None
+    if header[4] != 0 or header[5] & ~0x07:
+        return None
+    if len(header) < 27:
+        return len(data) + 1
+    segments = header[26]
+    table = data[position + 27:position + 27 + segments]
+    if len(table) < segments:
+        return len(data) + 1
+    return position + 27 + segments + sum(table)
+
+
+def _refuse_truncated(declared_seconds: float, decoded_seconds: float) -> None:
+    """FLAC and MP3 (and most containers) declare their length: refuse a file that decodes
+    to much less than it declares."""
     if declared_seconds >= 1.0 and decoded_seconds < 0.9 * declared_seconds - 0.5:
         raise InvalidAudioError(
             f"AUDIO is truncated: the file declares {declared_seconds:.1f} s but only "
@@ -76,45 +303,10 @@ def _refuse_truncated(data: bytes, declared_seconds: float, decoded_seconds: flo
         )
 
 
-def _riff_missing_bytes(data: bytes) -> int:
-    """Bytes a RIFF/WAVE file's `data` chunk declares beyond what was received (0 if fine)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return 0
-    position = 12
-    while position + 8 <= len(data):
-        chunk, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
-        if chunk == b"data":
-            # 0 and 0xFFFFFFFF mean "unknown length" (streamed WAV): nothing to check.
-            if size in (0, 0xFFFFFFFF):
-                return 0
-            return max(0, position + 8 + size - len(data))
-        position += 8 + size + (size & 1)
-    return 0
-
-
-def _frames(container):
+def _frames(container, stream):
     """Decoded frames, skipping corrupt packets in the middle the way ffmpeg does."""
-    stream = container.streams.audio[0]
     for packet in container.demux(stream):
         try:
             yield from packet.decode()
         except av.error.InvalidDataError:
             continue
-
-
-def _append(chunks, frame, total: int, max_samples: int, max_seconds: float) -> int:
-    samples = frame.to_ndarray().reshape(-1)
-    if total + samples.size > max_samples:
-        raise InvalidAudioError(
-            f"AUDIO is longer than the limit of {max_seconds:g} s: split it, or raise "
-            "max_audio_seconds on the server.",
-            "audio_too_long",
-        )
-    chunks.append(samples.astype(np.float32, copy=False))
-    return samples.size
-
-
-def _short(exc: Exception, limit: int = 160) -> str:
-    # FFmpeg errors carry errno noise and a '<none>' file name: keep the human part.
-    text = (getattr(exc, "strerror", None) or str(exc)).strip() or "no detail"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
