@@ -12,6 +12,7 @@ synthetic stand-in where the recordings are absent), encoded with soundfile and 
 from __future__ import annotations
 
 import functools
+import gzip
 import io
 import re
 import struct
@@ -24,7 +25,7 @@ import av
 import numpy as np
 import soundfile
 
-from corpus import AUDIO_DIR, JFK, SAMPLE_RATE, encode
+from corpus import JFK, SAMPLE_RATE, encode
 
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a")
 SEED = 20240917
@@ -400,7 +401,7 @@ def nested_and_foreign() -> Iterator[Case]:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("speech.wav", wav_bytes)
     yield Case("zip-stored-wav", buffer.getvalue())
-    yield Case("gzip-of-wav", __import__("gzip").compress(wav_bytes, mtime=0))
+    yield Case("gzip-of-wav", gzip.compress(wav_bytes, mtime=0))
     yield Case("png-image", png(), ("audio stream", "could not be decoded"))
     yield Case("png-magic-noise", b"\x89PNG\r\n\x1a\n" + noise(2000, SEED + 2), ("audio stream",))
     yield Case("jpeg-image", _mux("mjpeg", [_video("mjpeg", pix_fmt="yuvj420p", frames=1)]),

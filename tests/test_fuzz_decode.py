@@ -227,3 +227,14 @@ def test_wav_header_rates_and_channels(header, words):
     with pytest.raises(InvalidAudioError, match=words) as info:
         decode_audio(data, 60)
     assert not sentence_problems(str(info.value))
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "m4a", "mkv"])
+def test_a_file_declaring_more_than_the_limit_is_refused_before_it_is_decoded(fmt):
+    """Containers whose length is exact say so in their header: no decoding up to the limit
+    first (4 h of decoding, 0.9 GB of samples, for a file that will be refused anyway)."""
+    data = (fuzz_cases._mux("matroska", [fuzz_cases._audio("flac")]) if fmt == "mkv"
+            else fuzz_cases.valid(fmt))
+    with pytest.raises(InvalidAudioError, match=r"longer than the limit of 0.5 s \(the file "
+                                                r"declares 2 s\)"):
+        decode_audio(data, max_seconds=0.5)

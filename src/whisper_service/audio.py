@@ -34,7 +34,7 @@ MAX_RIFF_CHUNKS = 1000
 MAX_SAMPLE_MAGNITUDE = 1e10
 # Containers whose declared duration is exact (a header or the last timestamp, not an estimate
 # from the bit rate as for MP3 or ADTS): one declaring more than the limit is refused unread.
-EXACT_DURATION_FORMATS = ("wav", "w64", "flac", "ogg", "aiff", "caf", "matroska",
+EXACT_DURATION_FORMATS = ("wav", "w64", "flac", "ogg", "aiff", "caf", "matroska,webm",
                           "mov,mp4,m4a,3gp,3g2,mj2")
 # FFmpeg opens nothing but the uploaded bytes: no protocol is allowed for nested inputs, so an
 # HLS playlist, an ffconcat list or an SDP file can neither read server files nor open sockets.
