@@ -27,6 +27,7 @@ __all__ = [
     "Option",
     "OPTIONS",
     "InvalidOptionError",
+    "OptionValues",
     "TranscribeOptions",
     "validate",
     "from_tensors",
@@ -279,12 +280,22 @@ def _tensors(self: Any) -> List[Tuple[str, str, np.ndarray]]:
     return tensors({f.name: getattr(self, f.name) for f in fields(self)})
 
 
-# A frozen dataclass with one field per option, built from OPTIONS so that a new option is
-# a new field without another list to keep in step.
-TranscribeOptions = make_dataclass(
-    "TranscribeOptions",
+# One field per option, built from OPTIONS so that a new option is a new field without
+# another list to keep in step: the client's TranscribeOptions and the server's DecodeOptions
+# both derive from it.
+OptionValues = make_dataclass(
+    "OptionValues",
     [(o.name, o.type if o.default is not None else Optional[o.type], field(default=o.default))
      for o in OPTIONS],
+    frozen=True,
+    namespace={"__doc__": "One field per option of OPTIONS, with its default."},
+)
+OptionValues.__module__ = __name__
+
+TranscribeOptions = make_dataclass(
+    "TranscribeOptions",
+    [],
+    bases=(OptionValues,),
     frozen=True,
     namespace={
         "__doc__": "Validated decoding options of one request (see OPTIONS); a None value "

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping
 
 from whisper_service.errors import InvalidInputError
-from whisper_triton.options import InvalidOptionError, from_tensors, validate
+from whisper_triton.options import InvalidOptionError, OptionValues, from_tensors, validate
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,9 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class DecodeOptions:
-    """Validated options, as the engine receives them: one field per schema option
-    (whisper_triton.options.OPTIONS, same names and defaults)."""
-
-    language: Optional[str] = None
-    task: str = "transcribe"
-    beam_size: int = 5
-    word_timestamps: bool = False
-    vad_filter: bool = False
-    initial_prompt: Optional[str] = None
-    hotwords: Optional[str] = None
-    temperature: float = 0.0
+class DecodeOptions(OptionValues):
+    """Validated options, as the engine receives them: the schema's fields
+    (whisper_triton.options.OPTIONS: same names and defaults, defined there only)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
