@@ -99,3 +99,45 @@ def test_nothing_left_running(bench):
 def test_markdown_printed(bench):
     _, data, stdout = bench
     assert "| served | grpc | 1 |" in stdout and "| peer tuned |" in stdout
+
+
+# --- the corpus workload, cut short: 3 evalset files a level, one protocol, one peer -------------
+
+CORPUS_ARGS = ["--workload", "corpus", "--language", "both", "--concurrency", "2",
+               "--protocols", "grpc", "--requests", "3", "--peers", "tuned"]
+
+
+@pytest.fixture(scope="module")
+def corpus_bench(tmp_path_factory):
+    from whisper_ops import recordings
+
+    if not recordings.evalset_available():
+        pytest.skip("../shared/evalset not found")
+    out = tmp_path_factory.mktemp("bench-corpus")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench"), *CORPUS_ARGS,
+                           "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"scripts/bench failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return out, json.loads((out / "bench.json").read_text()), proc.stdout
+
+
+def test_corpus_levels_languages_and_report(corpus_bench):
+    _, data, stdout = corpus_bench
+    config = data["config"]
+    assert config["model"] == "tiny.en" and config["workloads"] == ["corpus:detected",
+                                                                      "corpus:given"]
+    # tiny.en is English-only: the files in other languages are left out, and said so.
+    assert config["corpus_skipped"] and all(not s.endswith("(en)") for s in config["corpus_skipped"])
+    levels = data["served"]["levels"]
+    assert [(r["workload"], r["protocol"], r["concurrency"]) for r in levels] == [
+        ("corpus:detected", "grpc", 2), ("corpus:given", "grpc", 2)]
+    assert {(p["workload"], p["kind"]) for p in data["peers"]} == {
+        ("corpus:detected", "tuned"), ("corpus:given", "tuned")}
+    for row in levels + data["peers"]:
+        assert row["requests_ok"] == row["requests_planned"] == 3 and row["errors"] == 0
+        assert row["throughput_x_realtime"] > 0 and row["vs_best_peer"] > 0
+        assert list(row["languages"]) == ["en"]
+        assert 0 <= row["languages"]["en"]["rate"] < 0.6
+    assert data["peers"][0]["language_detected_of"] == 3
+    assert "## Workload `corpus:given`" in stdout and "| en WER |" in stdout
+    assert "evalset files left out" in stdout

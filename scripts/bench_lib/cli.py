@@ -24,7 +24,7 @@ from whisper_ops import recordings as corpus
 from whisper_service.bundled_models import bundled_model_dir
 
 from bench_lib import load, peers, report
-from bench_lib.workloads import WorkloadBuilder
+from bench_lib.workloads import CORPUS_MODES, WorkloadBuilder, corpus_workloads, is_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = ("model `whisper` defaults: beam_size 5, temperature 0 with fallback, no VAD, "
@@ -53,14 +53,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a CTranslate2 directory")
     p.add_argument("--compute-type", default="int8")
     p.add_argument("--workload", default=None,
-                   help="comma list of short,long,mix (default: short, plus a quicker long run: "
-                        "--long-concurrency levels on --long-protocols only)")
+                   help="comma list of corpus,short,long,mix (default: corpus when the evalset "
+                        "is there, else short plus a quicker long run: --long-concurrency levels "
+                        "on --long-protocols only; --quick: short)")
+    p.add_argument("--language", default="both", choices=("both",) + CORPUS_MODES,
+                   help="corpus: the language detected, given with each file (its evalset "
+                        "language, to the server and the peers), or both as two sub-workloads "
+                        "corpus:detected and corpus:given (default both)")
+    p.add_argument("--evalset", default=str(corpus.EVALSET_DIR),
+                   help="the evaluation set of the corpus workload (default ../shared/evalset)")
     p.add_argument("--concurrency", default=None,
-                   help="closed-loop levels for short and mix (default 1,4,20,64; --quick 1,4)")
+                   help="closed-loop levels for corpus, short and mix (default 1,4,20,64; "
+                        "--quick 1,4)")
     p.add_argument("--protocols", default="grpc,http")
     p.add_argument("--requests", type=int, default=None,
-                   help="requests per short/mix level, raised to the concurrency when lower "
-                        "(default 30; --quick 8); the peers run the same count")
+                   help="requests per short/mix/corpus level, raised to the concurrency when "
+                        "lower (default 30, corpus: every evalset file once; --quick 8); the "
+                        "peers run the same count")
     p.add_argument("--long-concurrency", default="1,4",
                    help="levels of the long workload (default 1,4)")
     p.add_argument("--long-protocols", default="grpc",
@@ -88,8 +97,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true",
                    help="rewrite bench.md and bench.png from --out/bench.json, measure nothing")
     args = p.parse_args(argv)
-    args.workloads = _names(args.workload or ("short" if args.quick else "short,long"),
-                            ("short", "long", "mix"))
+    args.notes = []
+    args.corpus_requests = args.requests or (8 if args.quick else None)  # None: every file
+    workload = args.workload
+    if workload is None:
+        if args.quick:
+            workload = "short"
+        elif corpus.evalset_available(Path(args.evalset)):
+            workload = "corpus"
+        else:
+            workload = "short,long"
+            args.notes.append(f"no evalset at {args.evalset}: the default workload is short,long "
+                              "instead of corpus")
+            print(f"scripts/bench: note: {args.notes[-1]}", file=sys.stderr)
+    names = _names(workload, ("corpus", "short", "long", "mix"))
+    if "corpus" in names and not corpus.evalset_available(Path(args.evalset)):
+        p.error(f"--workload corpus needs the evalset: no manifest.tsv in {args.evalset}")
+    modes = CORPUS_MODES if args.language == "both" else (args.language,)
+    args.workloads = [w for name in names
+                      for w in (corpus_workloads(modes) if name == "corpus" else [name])]
     args.concurrency = _ints(args.concurrency or ("1,4" if args.quick else "1,4,20,64"))
     args.long_concurrency = _ints(args.long_concurrency)
     args.protocols = _names(args.protocols, ("grpc", "http"))
@@ -108,10 +134,24 @@ def plan(args) -> List[Tuple[str, str, int, int]]:
                 for protocol in args.long_protocols:
                     levels.append((workload, protocol, c, max(args.long_requests, c)))
         else:
+            count = args.corpus_requests if is_corpus(workload) else args.requests
             for c in args.concurrency:
                 for protocol in args.protocols:
-                    levels.append((workload, protocol, c, max(args.requests, c)))
+                    levels.append((workload, protocol, c, max(count, c)))
     return levels
+
+
+def corpus_files(args, english_only: bool):
+    """The evalset files of the corpus workload, and those left out (English-only model); a
+    corpus level's request count defaults to the number of files (each once)."""
+    if not any(is_corpus(w) for w in args.workloads):
+        return [], []
+    files = list(corpus.evalset_files(Path(args.evalset)))
+    skipped = [f for f in files if f.language != "en"] if english_only else []
+    files = [f for f in files if f not in skipped]
+    if args.corpus_requests is None:
+        args.corpus_requests = len(files)
+    return files, skipped
 
 
 def git_state() -> Dict:
@@ -181,7 +221,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     recordings = corpus.ENGLISH if english_only else corpus.ALL
-    builder = WorkloadBuilder(recordings, args.long_seconds, args.seed)
+    files, skipped = corpus_files(args, english_only)
+    builder = WorkloadBuilder(recordings, args.long_seconds, args.seed, files,
+                              Path(args.evalset))
     levels = plan(args)
     bench: Dict = {
         "schema": 1,
@@ -196,17 +238,29 @@ def main(argv=None) -> int:
             "recordings": [r.name for r in recordings], "peers": args.peers, "options": OPTIONS,
             "levels": [{"workload": w, "protocol": p, "concurrency": c, "requests": n}
                        for w, p, c, n in levels],
+            "language": args.language,
+            "evalset": args.evalset if files else None,
+            "corpus_files": [f.path for f in files],
+            "corpus_requests": args.corpus_requests if files else None,
+            "corpus_skipped": [f"{f.path} ({f.language})" for f in skipped],
+            "corpus_skipped_reason": ("English-only model: files in other languages are left "
+                                      "out (--all-recordings keeps them)") if skipped else None,
             "workload_notes": (
                 f"short = {', '.join(r.name for r in recordings)} cycled, each request shifted "
                 "1-32 ms, random gain 0.8-1.0 and dither, re-encoded WAV (distinct audio per "
                 f"request); long = English recordings joined to >= {args.long_seconds:.0f} s, "
                 "same perturbation, FLAC; mix = every 5th request long"
                 + ("; the Mandarin recording is left out: English-only model"
-                   if english_only else "; WER over English requests, CER over all")),
+                   if english_only else "; WER over English requests, CER over all")
+                + (f"; corpus = {len(files)} evalset files ({_languages(files)}), languages "
+                   "interleaved, cycled to the level's request count, same perturbation, WAV; "
+                   "corpus:detected = language detected, corpus:given = each file's language "
+                   "sent with it (server and peers); scored per language over the level "
+                   "(WER, CER for zh; Whisper's normalisers)" if files else "")),
         },
         "served": {"levels": []},
         "peers": [],
-        "notes": [],
+        "notes": list(args.notes),
     }
     log(f"model {args.model} ({model_dir}); {len(levels)} served levels; peers {args.peers}")
 
@@ -214,13 +268,14 @@ def main(argv=None) -> int:
     for workload in args.workloads:
         count = max((n for w, _, _, n in levels if w == workload), default=args.requests)
         if workload != "long":
-            count = args.requests
+            count = args.corpus_requests if is_corpus(workload) else args.requests
         requests = builder.build(workload, count)
         for kind in args.peers:
             log(f"peer {kind}: {workload}, {count} requests")
             result = peers.run_peer(kind, str(model_dir), args.compute_type,
                                     [r.payload for r in requests], args.level_seconds,
-                                    timeout=args.level_seconds + 300)
+                                    timeout=args.level_seconds + 300,
+                                    languages=[r.given_language for r in requests])
             entry = {k: v for k, v in result.items() if k != "results"}
             entry.update({"workload": workload, "requests": count})
             entry.update(report.summarize(requests, result))
@@ -336,12 +391,24 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
+def _languages(files) -> str:
+    counts: Dict[str, int] = {}
+    for f in files:
+        counts[f.language] = counts.get(f.language, 0) + 1
+    return ", ".join(f"{n} {lang}" for lang, n in counts.items())
+
+
 def _short(row: Dict) -> str:
     lat = row.get("latency_s", {})
+    if row.get("languages"):
+        accuracy = ", ".join(f"{lang} {e['metric']} {report._f(e['rate'], 3)}"
+                             for lang, e in row["languages"].items())
+    else:
+        accuracy = f"WER {report._f(row['wer_mean'], 3)}"
     return (f"{row['requests_ok']} ok, {row['errors']} errors, "
             f"{report._f(row['throughput_x_realtime'], 1)}x realtime, "
             f"p50 {report._f(lat.get('p50'))} s, p95 {report._f(lat.get('p95'))} s, "
-            f"WER {report._f(row['wer_mean'], 3)}")
+            + accuracy)
 
 
 def _notes(bench: Dict) -> List[str]:

@@ -51,15 +51,18 @@ async def _closed_loop(protocol: str, url: str, requests: Sequence[Request], con
             request = requests[index]
             t0 = time.perf_counter()
             try:
-                response = await client.infer(MODEL, raw_triton.inputs(module, request.payload),
-                                              **kwargs)
-                text, _ = raw_triton.parse(response)
+                options = ({"language": request.given_language} if request.given_language
+                           else {})
+                response = await client.infer(
+                    MODEL, raw_triton.inputs(module, request.payload, **options), **kwargs)
+                text, result = raw_triton.parse(response)
+                language = result.get("language") if isinstance(result, dict) else None
                 error = None
             except Exception as exc:  # noqa: BLE001 - every failure is a counted error
-                text, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
+                text, language, error = None, None, f"{type(exc).__name__}: {str(exc)[:300]}"
             t1 = time.perf_counter()
             results[index] = {"start": t0 - started, "end": t1 - started, "latency": t1 - t0,
-                              "text": text, "error": error}
+                              "text": text, "language": language, "error": error}
 
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 PEERS = ("old", "tuned", "batched")
 DESCRIPTIONS = {
@@ -46,6 +46,7 @@ def _child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     with open(spec["payloads"], "rb") as f:
         payloads: List[bytes] = pickle.load(f)
+    languages: List = spec.get("languages") or [None] * len(payloads)
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     kind, model_dir, compute_type = spec["kind"], spec["model_dir"], spec["compute_type"]
@@ -65,15 +66,16 @@ def _child(spec_path: str) -> None:
         raise ValueError(kind)
     load_s = time.perf_counter() - t0
 
-    def transcribe(data: bytes) -> str:
+    def transcribe(data: bytes, language=None):
         if kind == "batched":
-            segments, _ = pipeline.transcribe(io.BytesIO(data), batch_size=8, beam_size=5)
+            segments, info = pipeline.transcribe(io.BytesIO(data), batch_size=8, beam_size=5,
+                                                 language=language)
         else:
-            segments, _ = model.transcribe(io.BytesIO(data), beam_size=5)
-        return "".join(segment.text for segment in segments).strip()
+            segments, info = model.transcribe(io.BytesIO(data), beam_size=5, language=language)
+        return "".join(segment.text for segment in segments).strip(), info.language
 
     t0 = time.perf_counter()
-    transcribe(payloads[0])
+    transcribe(payloads[0], languages[0])
     warmup_s = time.perf_counter() - t0
 
     semaphore = threading.Semaphore(threads)
@@ -92,12 +94,13 @@ def _child(spec_path: str) -> None:
             with semaphore:
                 a = time.perf_counter()
                 try:
-                    text, error = transcribe(payloads[index]), None
+                    (text, language), error = transcribe(payloads[index], languages[index]), None
                 except Exception as exc:  # noqa: BLE001 - counted as an error
-                    text, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
+                    text, language = None, None
+                    error = f"{type(exc).__name__}: {str(exc)[:300]}"
                 b = time.perf_counter()
             results[index] = {"start": a - started, "end": b - started, "latency": b - a,
-                              "text": text, "error": error}
+                              "text": text, "language": language, "error": error}
 
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for thread in pool:
@@ -113,15 +116,17 @@ def _child(spec_path: str) -> None:
 
 # ----------------------------------------------------------------------------- parent side
 def run_peer(kind: str, model_dir: str, compute_type: str, payloads: Sequence[bytes],
-             time_budget: float, timeout: float) -> Dict:
-    """Run one peer in a fresh child process; its result plus its peak RSS (ru_maxrss)."""
+             time_budget: float, timeout: float, languages: Optional[Sequence] = None) -> Dict:
+    """Run one peer in a fresh child process; its result plus its peak RSS (ru_maxrss).
+    languages: per payload, the language to give transcribe (None: detected)."""
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
         tmp = Path(tmp)
         with open(tmp / "payloads.pkl", "wb") as f:
             pickle.dump(list(payloads), f, protocol=pickle.HIGHEST_PROTOCOL)
         spec = {"kind": kind, "model_dir": model_dir, "compute_type": compute_type,
                 "payloads": str(tmp / "payloads.pkl"), "result": str(tmp / "result.json"),
-                "time_budget": time_budget}
+                "time_budget": time_budget,
+                "languages": list(languages) if languages is not None else None}
         (tmp / "spec.json").write_text(json.dumps(spec))
         scripts_dir = str(Path(__file__).resolve().parents[1])
         env = {**os.environ,

@@ -9,9 +9,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from whisper_service.accuracy import cer, wer
+from whisper_ops.recordings import corpus_rates
+from whisper_service.accuracy import cer, uses_characters, wer
 
-from bench_lib.workloads import Request
+from bench_lib.workloads import Request, is_corpus
 
 # Character edit distance is quadratic in pure Python: skip CER for long references (the
 # long workload), whose WER says the same.
@@ -56,6 +57,36 @@ def summarize(requests: Sequence[Request], run: Dict) -> Dict:
         "cer_mean": _mean(cers),
         "cer_requests": len(cers),
         "sample_text": ok[0][1]["text"][:200] if ok else None,
+        **_per_language(requests, done, ok),
+    }
+
+
+def _per_language(requests: Sequence[Request], done, ok) -> Dict:
+    """Corpus requests: corpus-level WER (CER for Chinese) per language, scored as the evalset
+    README says (Whisper's normalisers), and how often the detected language was right."""
+    if not any(req.kind == "corpus" for req in requests):
+        return {}
+    rates = corpus_rates((req.language, req.reference, res["text"]) for req, res in ok)
+    planned: Dict[str, int] = {}
+    for req in requests:
+        planned[req.language] = planned.get(req.language, 0) + 1
+    answered: Dict[str, int] = {}
+    for req, _ in ok:
+        answered[req.language] = answered.get(req.language, 0) + 1
+    detected = [(req, res) for req, res in ok
+                if req.given_language is None and res.get("language")]
+    return {
+        "languages": {
+            lang: {"metric": "CER" if uses_characters(lang) else "WER",
+                   "rate": rates[lang][0] if lang in rates else None,
+                   "errors": rates[lang][1] if lang in rates else None,
+                   "units": rates[lang][2] if lang in rates else None,
+                   "requests_planned": planned[lang], "requests_ok": answered.get(lang, 0)}
+            for lang in sorted(planned)},
+        "language_detected_right": (sum(1 for req, res in detected
+                                        if res["language"] == req.language)
+                                    if detected else None),
+        "language_detected_of": len(detected) or None,
     }
 
 
@@ -120,10 +151,18 @@ def markdown(bench: Dict) -> str:
         "requests; engine batches = mean windows per engine execution (size×count); peak RSS = "
         "server + all stubs (sampled every 0.5 s), or the peer process's ru_maxrss",
     ]
+    if c.get("corpus_skipped"):
+        lines.append(f"- corpus: {len(c['corpus_skipped'])} evalset files left out "
+                     f"({c.get('corpus_skipped_reason')}): {', '.join(c['corpus_skipped'])}")
+    if c.get("corpus_missing"):
+        lines.append(f"- corpus: {c['corpus_missing']}")
     for workload in c["workloads"]:
         rows = [r for r in bench["served"]["levels"] if r["workload"] == workload]
         peers = [p for p in bench["peers"] if p["workload"] == workload]
         if not rows and not peers:
+            continue
+        if is_corpus(workload):
+            lines += _corpus_table(workload, rows, peers)
             continue
         lines += ["", f"## Workload `{workload}`", "",
                   "| system | proto | conc | req ok/err | audio s | wall s | ×RT | vs best peer "
@@ -167,6 +206,53 @@ def markdown(bench: Dict) -> str:
     for note in bench.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
+
+
+def _corpus_table(workload: str, rows: List[Dict], peers: List[Dict]) -> List[str]:
+    """A corpus workload: the usual figures, then corpus-level WER/CER per language (not the
+    mean per request), and for the language detected how many files it was right on."""
+    languages = sorted({lang for r in rows + peers for lang in r.get("languages", {})},
+                       key=lambda lang: (lang != "en", lang != "zh", lang))
+    mode = workload.partition(":")[2]
+    note = ("language given: each file's evalset language" if mode == "given"
+            else "language detected by the model")
+    head = ("| system | proto | conc | req ok/err | audio s | wall s | ×RT | vs best peer "
+            "| p50 s | p95 s | "
+            + " | ".join(f"{lang} {'CER' if uses_characters(lang) else 'WER'}"
+                         for lang in languages)
+            + (" | lang right" if mode != "given" else "") + " | peak RSS MiB |")
+    cols = 10 + len(languages) + (1 if mode != "given" else 0) + 1
+    align = ["---", "---"] + ["---:"] * (cols - 2)
+    lines = ["", f"## Workload `{workload}` ({note})", "",
+             "Per-language columns: corpus-level error rate over the level's answered files "
+             "(errors / reference words, characters for zh), Whisper's normalisers "
+             "(whisper_service.accuracy); (n) = files of that language.", "",
+             head, "|" + "|".join(align) + "|"]
+    for r in rows + peers:
+        lat = r.get("latency_s", {})
+        system = "served" if r in rows else f"peer {r['kind']}"
+        per = r.get("languages", {})
+        cells = []
+        for lang in languages:
+            entry = per.get(lang)
+            if not entry:
+                cells.append("–")
+                continue
+            missing = entry["requests_planned"] - entry["requests_ok"]
+            cells.append(f"{_f(entry['rate'], 3)} ({entry['requests_ok']}"
+                         + (f", {missing} failed" if missing else "") + ")")
+        right = ""
+        if mode != "given":
+            right = (f" | {r['language_detected_right']}/{r['language_detected_of']}"
+                     if r.get("language_detected_of") else " | –")
+        lines.append(
+            f"| {system} | {r.get('protocol', 'in-proc')} | "
+            f"{r.get('concurrency', r.get('threads'))} | {r['requests_ok']}/{r['errors']} "
+            f"| {_f(r['audio_s'], 0)} | {_f(r['wall_s'], 1)} "
+            f"| {_f(r['throughput_x_realtime'], 1)} | {_f(r.get('vs_best_peer'), 2)} "
+            f"| {_f(lat.get('p50'))} | {_f(lat.get('p95'))} | " + " | ".join(cells)
+            + right + f" | {_mib(r.get('peak_rss_bytes'))} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------------- plot

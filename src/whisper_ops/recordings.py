@@ -11,7 +11,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import av
 import numpy as np
@@ -95,3 +95,62 @@ def joined(recordings: Sequence[Recording], min_seconds: float, gap_seconds: flo
             pieces += [decoded[recording.name], gap]
             position += (decoded[recording.name].size + gap.size) / SAMPLE_RATE
     return np.concatenate(pieces), offsets
+
+
+# --- the real-speech evaluation set (../shared/evalset) -------------------------------------
+# 66 files in several languages with reference transcripts (manifest.tsv); see its README.
+# WHISPER_TEST_EVALSET names another folder holding the same files.
+
+EVALSET_DIR = Path(os.environ.get("WHISPER_TEST_EVALSET", ROOT.parent / "shared" / "evalset"))
+
+
+@dataclass(frozen=True)
+class EvalFile:
+    path: str  # relative to EVALSET_DIR
+    language: str  # ISO 639-1
+    duration: float
+    reference: str
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def read_bytes(self, folder: Optional[Path] = None) -> bytes:
+        return ((folder or EVALSET_DIR) / self.path).read_bytes()
+
+
+def evalset_available(folder: Optional[Path] = None) -> bool:
+    return ((folder or EVALSET_DIR) / "manifest.tsv").is_file()
+
+
+def evalset_files(folder: Optional[Path] = None) -> Tuple[EvalFile, ...]:
+    """Every file of the evaluation set, in manifest order."""
+    import csv
+
+    with open((folder or EVALSET_DIR) / "manifest.tsv", newline="", encoding="utf-8") as handle:
+        return tuple(EvalFile(row["path"], row["language"], float(row["duration_seconds"]),
+                              row["reference"])
+                     for row in csv.DictReader(handle, delimiter="\t"))
+
+
+def evalset_samples(item: EvalFile, folder: Optional[Path] = None) -> np.ndarray:
+    """16 kHz mono float32 samples of one evalset file, decoded the way the server decodes."""
+    from whisper_service.audio import decode_audio
+
+    return decode_audio(item.read_bytes(folder), max_seconds=3600)
+
+
+def corpus_rates(items: Iterable[Tuple[str, str, str]]) -> Dict[str, Tuple[float, int, int]]:
+    """Corpus-level error rate per language from (language, reference, hypothesis), scored as
+    the evalset README says (whisper_service.accuracy.error_count: Whisper's normalisers, CER
+    for Chinese): {language: (rate, errors, reference units)}, languages sorted."""
+    from whisper_service.accuracy import error_count
+
+    errors: Dict[str, int] = {}
+    units: Dict[str, int] = {}
+    for language, reference, hypothesis in items:
+        e, n = error_count(language, reference, hypothesis)
+        errors[language] = errors.get(language, 0) + e
+        units[language] = units.get(language, 0) + n
+    return {lang: (errors[lang] / max(1, units[lang]), errors[lang], units[lang])
+            for lang in sorted(units)}
