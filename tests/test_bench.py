@@ -127,7 +127,8 @@ def test_corpus_levels_languages_and_report(corpus_bench):
     assert config["model"] == "tiny.en" and config["workloads"] == ["corpus:detected",
                                                                       "corpus:given"]
     # tiny.en is English-only: the files in other languages are left out, and said so.
-    assert config["corpus_skipped"] and all(not s.endswith("(en)") for s in config["corpus_skipped"])
+    skipped = config["corpus_skipped"]
+    assert skipped and all(not s.endswith("(en)") for s in skipped)
     levels = data["served"]["levels"]
     assert [(r["workload"], r["protocol"], r["concurrency"]) for r in levels] == [
         ("corpus:detected", "grpc", 2), ("corpus:given", "grpc", 2)]
