@@ -113,6 +113,11 @@ def command(args: argparse.Namespace, backends: Path) -> List[str]:
         "--strict-readiness=true",
         f"--log-verbose={args.log_verbose}",
     ]
+    if args.response_cache_mb > 0:
+        # Identical uploads with identical options are answered from memory (the `whisper`
+        # model enables the cache; this gives the server one).
+        cmd += [f"--cache-config=local,size={int(args.response_cache_mb * 1024 * 1024)}",
+                f"--cache-directory={binary.parent.parent / 'caches'}"]
     if args.admin_key:
         # Load/unload/index need the header `admin-key: <key>`; inference, health and
         # metadata stay open.
@@ -154,6 +159,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--admin-key", default=env("TRITON_ADMIN_KEY", ""),
                         help="restrict the model-repository API to requests with header admin-key")
     parser.add_argument("--log-verbose", type=int, default=int(env("TRITON_LOG_VERBOSE", "0")))
+    parser.add_argument("--response-cache-mb", type=float,
+                        default=float(env("WHISPER_RESPONSE_CACHE_MB", "256")),
+                        help="memory for Triton's response cache of `whisper` (0 = off)")
     parser.add_argument("--watchdog-interval", type=float,
                         default=float(env("WHISPER_WATCHDOG_INTERVAL", "5")),
                         help="seconds between checks for dead stub processes (0 = off)")

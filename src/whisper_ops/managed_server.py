@@ -30,6 +30,8 @@ class ManagedServer:
                  ready_timeout: float = 600.0):
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.env = {**os.environ, **(env or {})}
+        # Tests and benchmarks measure work, not the response cache, unless they ask for it.
+        self.env.setdefault("WHISPER_RESPONSE_CACHE_MB", "0")
         # Chosen here rather than by the launcher, so that tests can call whisper_engine as
         # the front does (engine_secret).
         if not self.env.get(SECRET_ENV):
