@@ -1,71 +1,42 @@
 """The real recordings of ../shared/evalset (66 files, references in manifest.tsv), scoring
-per language, and long recordings joined from them in memory (nothing is written)."""
+per language, and long recordings joined from them in memory (nothing is written). Loading
+and scoring are whisper_ops.recordings', which the benchmark uses too."""
 
 from __future__ import annotations
 
-import csv
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from whisper_service.accuracy import error_count
-
-ROOT = Path(__file__).resolve().parents[1]
-EVALSET_DIR = Path(os.environ.get("WHISPER_TEST_EVALSET", ROOT.parent / "shared" / "evalset"))
-SAMPLE_RATE = 16000
+from whisper_ops.recordings import (EVALSET_DIR, SAMPLE_RATE, EvalFile, corpus_rates,
+                                    evalset_available, evalset_files, evalset_samples)
 
 
-@dataclass(frozen=True)
-class Utterance:
-    path: str
-    language: str
-    duration: float
-    reference: str
+class Utterance(EvalFile):
+    """An evalset file, as the accuracy check reads it."""
 
     @property
     def speaker(self) -> str:
         """LibriSpeech's speaker id (file names are speaker-chapter-utterance)."""
         return Path(self.path).name.split("-")[0]
 
-    def read_bytes(self) -> bytes:
-        return (EVALSET_DIR / self.path).read_bytes()
-
 
 @lru_cache(maxsize=1)
 def utterances() -> Tuple[Utterance, ...]:
-    with open(EVALSET_DIR / "manifest.tsv", newline="", encoding="utf-8") as handle:
-        return tuple(Utterance(row["path"], row["language"], float(row["duration_seconds"]),
-                               row["reference"])
-                     for row in csv.DictReader(handle, delimiter="\t"))
+    return tuple(Utterance(f.path, f.language, f.duration, f.reference) for f in evalset_files())
 
 
-def available() -> bool:
-    return (EVALSET_DIR / "manifest.tsv").is_file()
+available = evalset_available
+rates = corpus_rates
 
 
 @lru_cache(maxsize=None)
 def samples(path: str) -> np.ndarray:
-    from whisper_service.audio import decode_audio
-
-    return decode_audio((EVALSET_DIR / path).read_bytes(), max_seconds=3600)
-
-
-def rates(items: Iterable[Tuple[str, str, str]]) -> Dict[str, Tuple[float, int, int]]:
-    """Corpus-level error rate per language from (language, reference, hypothesis):
-    {language: (rate, errors, reference units)}."""
-    errors: Dict[str, int] = defaultdict(int)
-    units: Dict[str, int] = defaultdict(int)
-    for language, reference, hypothesis in items:
-        e, n = error_count(language, reference, hypothesis)
-        errors[language] += e
-        units[language] += n
-    return {lang: (errors[lang] / max(1, units[lang]), errors[lang], units[lang])
-            for lang in sorted(units)}
+    return evalset_samples(EvalFile(path, "", 0.0, ""))
 
 
 # --- long recordings ------------------------------------------------------------------------

@@ -47,7 +47,8 @@ class DecodeOptions(OptionValues):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "DecodeOptions":
-        """Options as the engine receives them; empty text (warm-up) means defaults.
+        """Options as the engine receives them (empty text: the defaults; the engine model
+        refuses empty OPTIONS before it gets here).
 
         The engine is callable by anyone who reaches the server, so what arrives is checked
         by the same rules as a request's inputs (without the front's limits); keys of no
