@@ -24,19 +24,27 @@ pytestmark = [pytest.mark.accuracy, pytest.mark.server, pytest.mark.slow,
               pytest.mark.skipif(not evalset.available(), reason="../shared/evalset not found")]
 
 CONCURRENCY = 20
-# How much worse (absolute error rate) served may be than in-process, per language. The spread
-# measured between runs and between equivalent decodes (packing, window cuts) on these files was
-# up to 0.02 for English and Mandarin and up to 0.06 on the few words of the other languages
-# (one word in 17 is 0.06).
-MARGIN = {"en": 0.02, "zh": 0.03}
+# How much worse (absolute error rate) served may be than in-process, per language. With the
+# language given, short clips are packed several to a window, and which clips share a window
+# depends on arrival order; the clip before conditions the next one's decode. Measured on the
+# engine alone (base, zh given, the 10 zh files decoded alone: CER 0.172; packed in 6 random
+# orders: 0.117, 0.161, 0.172, 0.178, 0.200, 0.200, mean 0.171, so no bias, a spread of +-0.05
+# on ~230 characters); CI once saw 0.228 served against 0.189 in-process. English (52 files,
+# ~1000 words): alone 0.140, packed 0.141; runs differ by up to 0.02. The other languages have
+# a few words each (one word in 17 is 0.06).
+MARGIN = {"en": 0.02, "zh": 0.06}
 MARGIN_SMALL_SETS = 0.07
 # Long recordings: in-process conditions each window on the text before it, which the served
 # windows (decoded apart, to batch) cannot; on minutes of reading with names that cost 0.025 to
 # 0.04 of WER in the measured runs (0.130 and 0.145 against 0.105).
 LONG_MARGIN = 0.05
-# A file in-process transcribes well must not come back much worse.
+# A file in-process transcribes well must not come back much worse: above FAR_WORSE, and by
+# more than LOST_UNITS words (characters for Mandarin) more than in-process. Two words differ
+# between equivalent decodes of a five-word clip (CI once: "for do I hear" for "what do I here
+# seek", 0.6 against 0.2); a clip losing its half loses more than that.
 GOOD_FILE = 0.25
 FAR_WORSE = 0.5
+LOST_UNITS = 2
 
 
 _capture = None
@@ -128,9 +136,9 @@ def test_evalset_served_matches_in_process(triton_server, in_process, language_g
         if not t.text.strip():
             problems.append(f"{u.path}: empty transcript")
             continue
-        here = evalset.rates([(u.language, u.reference, text)])[u.language][0]
-        there = evalset.rates([(u.language, u.reference, t.text)])[u.language][0]
-        if here < GOOD_FILE and there > FAR_WORSE:
+        here, here_errors, _ = evalset.rates([(u.language, u.reference, text)])[u.language]
+        there, there_errors, _ = evalset.rates([(u.language, u.reference, t.text)])[u.language]
+        if here < GOOD_FILE and there > FAR_WORSE and there_errors - here_errors > LOST_UNITS:
             problems.append(f"{u.path}: served {there:.2f} ({t.text!r}) against in-process "
                             f"{here:.2f}")
         assert all(s.language for s in t.segments), f"{u.path}: a segment has no language"
