@@ -20,7 +20,7 @@ WORKDIR /opt/whisper-triton
 COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY client/ client/
-RUN pip install --no-cache-dir "./[server,models]" \
+RUN pip install --no-cache-dir "./[server,models,gateway]" \
     && python3 -m whisper_service.bundled_models
 
 COPY model_repository/ model_repository/
@@ -34,13 +34,14 @@ RUN useradd --uid 10001 --no-create-home --home-dir /var/cache/whisper \
 USER 10001:10001
 VOLUME ["/var/cache/whisper"]
 
-# HTTP (inference, health, metadata), gRPC, Prometheus metrics.
-EXPOSE 8000 8001 8002
+# HTTP (inference, health, metadata), gRPC, Prometheus metrics; the OpenAI-compatible gateway.
+EXPOSE 8000 8001 8002 8080
 
 # Readiness alone is not enough: a dead Python stub leaves the model "ready" in Triton 2.51, so
 # the check sends a real probe inference. start-period covers a first download of large-v3.
 HEALTHCHECK --interval=30s --timeout=30s --start-period=900s --retries=3 \
     CMD ["python3", "/opt/whisper-triton/scripts/healthcheck", "--timeout", "25"]
 
-# tritonserver with the repository API restricted to the admin key (see the script's header).
+# tritonserver with the repository API restricted to the admin key, and the gateway beside it
+# (see the script's header).
 ENTRYPOINT ["/opt/whisper-triton/scripts/container-entrypoint"]

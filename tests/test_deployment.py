@@ -1,6 +1,7 @@
 """The container, compose, Prometheus, Grafana and Kubernetes files, read and checked as data:
 the Dockerfile's instructions, .dockerignore, the Compose Specification's JSON schema (from a
-PyPI wheel), the Prometheus, Grafana and Kubernetes manifests. No Docker, no subprocess, no
+PyPI wheel), the Prometheus and Grafana files, and the Kubernetes manifests against Kubernetes'
+own OpenAPI schemas (the kubernetes-validate package, offline). No Docker, no subprocess, no
 socket: unit. hadolint, the entrypoint and the health check run in
 tests/test_deployment_process.py.
 """
@@ -16,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -55,9 +57,10 @@ def test_dockerfile_is_pinned_non_root_health_checked_and_uses_the_entrypoint():
     assert "scripts/healthcheck" in healthcheck
     (entrypoint,) = [args for name, args in instructions if name == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["/opt/whisper-triton/scripts/container-entrypoint"]
-    assert ("EXPOSE", "8000 8001 8002") in instructions
+    assert ("EXPOSE", "8000 8001 8002 8080") in instructions
     runs = " ".join(args for name, args in instructions if name == "RUN")
-    assert 'pip install --no-cache-dir "./[server,models]"' in runs
+    # the models' packages and the gateway's (the entrypoint starts it beside Triton)
+    assert 'pip install --no-cache-dir "./[server,models,gateway]"' in runs
     assert "--uid 10001" in runs
 
 
@@ -110,7 +113,14 @@ def test_compose_file_follows_the_compose_specification():
     assert cache and cache[0].split(":")[0] in compose["volumes"]
     assert triton["shm_size"] and triton["restart"] == "unless-stopped"
     assert "scripts/healthcheck" in " ".join(triton["healthcheck"]["test"])
-    assert {p.split(":")[0].strip('"') for p in triton["ports"]} == {"8000", "8001", "8002"}
+    assert {p.split(":")[0].strip('"') for p in triton["ports"]} == {"8000", "8001", "8002", "8080"}
+    assert "${GATEWAY_API_KEYS" in triton["environment"]["GATEWAY_API_KEYS"]
+    # the old service's operational limits: 8 GB, 4 CPUs, logs rotated
+    limits = triton["deploy"]["resources"]["limits"]
+    assert limits["memory"] == "8g" and float(limits["cpus"]) == 4
+    logging = triton["logging"]
+    assert logging["driver"] == "json-file"
+    assert logging["options"]["max-size"] and int(logging["options"]["max-file"]) >= 2
     for name in ("prometheus", "grafana"):
         tag = services[name]["image"].rpartition(":")[2]
         assert tag and tag != "latest" and "/" not in tag, services[name]["image"]
@@ -153,8 +163,9 @@ def test_grafana_dashboard_shows_speech_and_triton_metrics():
 
 # --- Kubernetes ----------------------------------------------------------------------------------
 
-API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "Secret": "v1",
-                "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}
+# The oldest Kubernetes release the manifests are checked against (HPA autoscaling/v2 and PDB
+# policy/v1 are GA there), and the newest that kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 
 
 def _manifests() -> dict:
@@ -163,10 +174,24 @@ def _manifests() -> dict:
         if path.name == "kustomization.yaml":
             continue
         for document in yaml.safe_load_all(path.read_text()):
-            assert API_VERSIONS[document["kind"]] == document["apiVersion"], path.name
-            assert document["metadata"]["name"], path.name
             kinds.setdefault(document["kind"], []).append(document)
     return kinds
+
+
+def test_kubernetes_manifests_follow_kubernetes_own_schemas():
+    """Strict: an unknown or misspelt field is an error, as `kubectl apply --validate=strict`."""
+    documents = [d for docs in _manifests().values() for d in docs]
+    assert len(documents) >= 8
+    for version in KUBERNETES_VERSIONS:
+        for document in documents:
+            try:
+                kubernetes_validate.validate(document, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(f"{document['kind']} {document['metadata']['name']} is not valid for "
+                            f"Kubernetes {version}: {error.message} at {list(error.path)}")
+    with pytest.raises(kubernetes_validate.ValidationError):  # the check does check
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Service", "metadata": {
+            "name": "x"}, "spec": {"portz": []}}, KUBERNETES_VERSIONS[0], strict=True)
 
 
 def test_kustomization_lists_every_manifest_but_the_secret_example():
@@ -189,7 +214,7 @@ def test_kubernetes_deployment_runs_several_gpu_replicas_with_triton_probes():
     (container,) = pod["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002, "openai": 8080}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"].startswith("/v2/health/")
@@ -203,12 +228,18 @@ def test_kubernetes_deployment_runs_several_gpu_replicas_with_triton_probes():
     # environment from the ConfigMap, the admin key from the Secret
     (config,) = [c for c in kinds["ConfigMap"] if "WHISPER_MODEL" in c.get("data", {})]
     assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"]
-    (secret,) = kinds["Secret"]
+    secrets = {s["metadata"]["name"]: s for s in kinds["Secret"]}
     (key_env,) = [e for e in container["env"] if e["name"] == "TRITON_ADMIN_KEY"]
-    assert key_env["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    secret = secrets[key_env["valueFrom"]["secretKeyRef"]["name"]]
     assert secret["stringData"][key_env["valueFrom"]["secretKeyRef"]["key"]] == "change-me"
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert "/dev/shm" in mounts and mounts["/models"]["readOnly"] is True
+    # the gateway's API keys: a file from a Secret, mounted read-only
+    (keys_env,) = [e for e in container["env"] if e["name"] == "GATEWAY_API_KEYS_FILE"]
+    keys_dir, _, keys_file = keys_env["value"].rpartition("/")
+    assert mounts[keys_dir]["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[keys_dir]["name"]]
+    assert keys_file in secrets[volume["secret"]["secretName"]]["stringData"]
 
 
 def test_kubernetes_service_pdb_and_hpa_target_the_deployment():
@@ -218,7 +249,7 @@ def test_kubernetes_service_pdb_and_hpa_target_the_deployment():
     (service,) = kinds["Service"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} == {
-        ("http", 8000), ("grpc", 8001), ("metrics", 8002)}
+        ("http", 8000), ("grpc", 8001), ("metrics", 8002), ("openai", 8080)}
     (pdb,) = kinds["PodDisruptionBudget"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     (hpa,) = kinds["HorizontalPodAutoscaler"]

@@ -126,7 +126,8 @@ def test_supervised_entrypoint_gives_the_launcher_the_same_options(run_entrypoin
     help_text = "  --http-max-input-size <integer>"
     argv, _ = run_entrypoint({"TRITON_ADMIN_KEY": "k3y", "TRITON_HTTP_PORT": "9000"},
                              help_text=help_text)
-    assert argv[:3] == ["-m", "whisper_ops.launcher", "--"]
+    # the gateway beside Triton, on GATEWAY_PORT (8080)
+    assert argv[:4] == ["-m", "whisper_ops.launcher", "--gateway-port=8080", "--"]
     assert (run_entrypoint.tmp_path / "argv.key").read_text() == "k3y"
 
     from whisper_ops.launcher import command, parse_args
@@ -135,7 +136,9 @@ def test_supervised_entrypoint_gives_the_launcher_the_same_options(run_entrypoin
     monkeypatch.setenv("TRITON_ADMIN_KEY", "k3y")
     monkeypatch.setenv("TRITON_HTTP_PORT", "9000")
     # `python3 -m whisper_ops.launcher -- ...`: the launcher's own arguments start at "--"
-    cmd = command(parse_args(argv[2:]), Path("/backends"))
+    args = parse_args(argv[2:])
+    assert args.gateway_port == 8080
+    cmd = command(args, Path("/backends"))
     assert "--http-restricted-api=model-repository:admin-key=k3y" in cmd
     assert "--grpc-restricted-protocol=model-repository:admin-key=k3y" in cmd
     assert "--model-control-mode=explicit" in cmd and "--load-model=*" in cmd
@@ -226,3 +229,17 @@ def test_healthcheck_fails_on_a_dead_stub_an_unready_model_or_no_server(fake_tri
     assert result.returncode == 1 and "/v2/models/whisper/ready" in result.stderr
     result = _healthcheck("127.0.0.1:9", "--timeout", "2")
     assert result.returncode == 1 and result.stderr.startswith("unhealthy:")
+
+
+def test_entrypoint_leaves_the_gateway_out_when_asked(run_entrypoint):
+    argv, _ = run_entrypoint({"TRITON_ADMIN_KEY": "k", "GATEWAY_PORT": "9090"})
+    assert argv[:4] == ["-m", "whisper_ops.launcher", "--gateway-port=9090", "--"]
+    argv, _ = run_entrypoint({"TRITON_ADMIN_KEY": "k", "GATEWAY_ENABLED": "0"})
+    assert argv[:3] == ["-m", "whisper_ops.launcher", "--"]
+    assert not [a for a in argv if a.startswith("--gateway-port")]
+    from whisper_ops.launcher import gateway_command, parse_args
+
+    args = parse_args(["--gateway-port=8080", "--grpc-port=9001"])
+    assert gateway_command(args)[1:] == ["-m", "whisper_gateway", "--port=8080",
+                                         "--triton-url=127.0.0.1:9001"]
+    assert parse_args(["--gateway-port=8080", "--no-gateway"]).gateway_port == 0

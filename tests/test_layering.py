@@ -4,9 +4,12 @@
     whisper_service (src/)         the inference library every Python-backend stub imports
     model_repository/*/1/model.py  the stubs themselves
     whisper_ops (src/)             launcher, start-up check, watchdog, servers for tests/bench/soak
+    whisper_gateway (src/)         the OpenAI-compatible gateway: a client of Triton
 
 whisper_ops may import whisper_service and whisper_triton; nothing imports whisper_ops but
-whisper_ops, the scripts and the tests; and no package reaches into tests/, by import or by
+whisper_ops, the scripts and the tests; the gateway is built on the client alone (no
+whisper_service, no faster-whisper or CTranslate2, no whisper_ops), and no server package imports
+it (the launcher runs it as a process); and no package reaches into tests/, by import or by
 putting it on sys.path.
 """
 
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "client" / "whisper_triton"
 SERVICE = ROOT / "src" / "whisper_service"
 OPS = ROOT / "src" / "whisper_ops"
+GATEWAY = ROOT / "src" / "whisper_gateway"
 STUBS = sorted((ROOT / "model_repository").glob("*/1/model.py"))
 # What lives in tests/ (corpus, raw_triton, conftest, ...), importable once tests/ is on sys.path.
 TEST_MODULES = {"tests"} | {p.stem for p in (ROOT / "tests").glob("*.py")}
@@ -117,6 +121,16 @@ def test_the_client_imports_no_server_code_and_nothing_from_tests():
     assert not found, "\n".join(found)
 
 
+def test_the_gateway_is_a_client_of_triton_only():
+    heavy = {"whisper_service", "whisper_ops", "faster_whisper", "ctranslate2", "av",
+             "onnxruntime", "triton_python_backend_utils"}
+    found = violations(_python_files(GATEWAY), heavy | TEST_MODULES)
+    assert not found, "\n".join(found)
+    found = violations(_python_files(SERVICE) + STUBS + _python_files(CLIENT) + _python_files(OPS),
+                       {"whisper_gateway"})
+    assert not found, "\n".join(found)
+
+
 def test_operational_code_does_not_reach_into_tests():
     found = violations(_python_files(OPS), TEST_MODULES)
     assert not found, "\n".join(found)
@@ -126,6 +140,7 @@ def test_no_package_puts_anything_on_sys_path():
     # The stubs add this environment's site-packages (Triton's stub ignores PYTHONPATH): they
     # are the one allowed place, and are not checked here.
     found = [f"{path.relative_to(ROOT)}:{line} changes sys.path"
-             for path in _python_files(CLIENT) + _python_files(SERVICE) + _python_files(OPS)
+             for path in (_python_files(CLIENT) + _python_files(SERVICE) + _python_files(OPS)
+                          + _python_files(GATEWAY))
              for line in sys_path_changes(path.read_text())]
     assert not found, "\n".join(found)

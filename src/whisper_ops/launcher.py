@@ -7,6 +7,10 @@ there (whisper_ops.preflight: downloads them, or stops with one sentence that sa
 gives tritonserver a random WHISPER_ENGINE_SECRET (unless one is set) so that only the front
 model can call the engine, and supervises the server: SIGTERM/SIGINT are passed on so Triton
 drains in-flight requests and stops its stub processes before we exit.
+
+With `--gateway-port` (scripts/serve and the container pass GATEWAY_PORT, 8080), it also runs
+the OpenAI-compatible gateway (`python -m whisper_gateway`) beside Triton, pointed at this
+server's gRPC port; on shutdown the gateway stops first, then Triton drains.
 """
 
 from __future__ import annotations
@@ -169,6 +173,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         default=env("WHISPER_MODEL_CHECK", "1") != "0",
                         help="start tritonserver without first making sure the engine's model "
                              "weights are there (WHISPER_MODEL_CHECK=0)")
+    parser.add_argument("--gateway-port", type=int, default=0,
+                        help="also run the OpenAI-compatible gateway on this port (0 = not)")
+    parser.add_argument("--no-gateway", dest="gateway_port", action="store_const", const=0,
+                        help="do not run the gateway (GATEWAY_ENABLED=0 in scripts/serve)")
     parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
     return parser.parse_args(argv)
 
@@ -185,6 +193,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmd = command(args, backends)
     print("starting:", " ".join(cmd), file=sys.stderr, flush=True)
     server = subprocess.Popen(cmd, env=server_environment())
+    gateway = start_gateway(args) if args.gateway_port else None
 
     stopping = threading.Event()
 
@@ -198,6 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         threading.Thread(target=drain_then_stop, daemon=True).start()
 
     def drain_then_stop():
+        stop_gateway(gateway, args.exit_timeout)
         # Triton's own drain does not see a request that waits on a BLS call, and it stops the
         # engine under it: wait for the front's own in-flight gauge to reach zero first.
         deadline = time.monotonic() + args.exit_timeout
@@ -214,7 +224,33 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 RepositoryApi(f"127.0.0.1:{args.http_port}", args.admin_key),
                                 interval=args.watchdog_interval)
         watchdog.start()
-    return server.wait()
+    code = server.wait()
+    stop_gateway(gateway, args.exit_timeout)
+    return code
+
+
+def gateway_command(args: argparse.Namespace) -> List[str]:
+    return [sys.executable, "-m", "whisper_gateway", f"--port={args.gateway_port}",
+            f"--triton-url=127.0.0.1:{args.grpc_port}"]
+
+
+def start_gateway(args: argparse.Namespace) -> subprocess.Popen:
+    """The gateway, beside Triton (it answers /ready with 503 until Triton is ready)."""
+    cmd = gateway_command(args)
+    print("starting:", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.Popen(cmd, env=dict(os.environ))
+
+
+def stop_gateway(gateway: Optional[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM: uvicorn stops accepting and finishes the requests in flight."""
+    if gateway is None or gateway.poll() is not None:
+        return
+    gateway.send_signal(signal.SIGTERM)
+    try:
+        gateway.wait(timeout)
+    except subprocess.TimeoutExpired:
+        gateway.kill()
+        gateway.wait()
 
 
 if __name__ == "__main__":
