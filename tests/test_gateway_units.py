@@ -373,3 +373,30 @@ def test_the_app_streams_openais_events():
     events = [json.loads(line[len("data: "):]) for line in response.text.split("\n\n") if line]
     assert [e["type"] for e in events] == ["transcript.text.delta"] * 2 + ["transcript.text.done"]
     assert "".join(e["delta"] for e in events[:-1]) == events[-1]["text"]
+
+
+def test_stream_errors_get_back_the_status_tritonclient_leaves_out():
+    from whisper_gateway.backend import _WithStatus
+    from whisper_triton.errors import map_error
+
+    class StreamError(Exception):
+        def __init__(self, message):
+            super().__init__(message)
+            self._message = message
+
+        def message(self):
+            return self._message
+
+        def status(self):
+            return None
+
+    cases = {
+        "AUDIO could not be decoded: Invalid data found": InvalidAudioError,
+        "BEAM_SIZE 20 is out of range; use 1 to 10.": InvalidArgumentError,
+        "the engine is overloaded: Exceeds maximum queue size": OverloadedError,
+        "model 'whisper_engine' is not loaded (unloaded through the repository API?)":
+            ServerUnavailableError,
+        "internal error while transcribing; see the server log": ServerError,
+    }
+    for message, kind in cases.items():
+        assert type(map_error(_WithStatus(StreamError(message)), "x:8001")) is kind, message

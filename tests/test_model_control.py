@@ -82,4 +82,5 @@ def test_unload_releases_the_engine_and_load_brings_it_back(admin_server):
     index = json.loads(urllib.request.urlopen(urllib.request.Request(
         f"http://{admin_server.http_url}/v2/repository/index", data=b"{}", method="POST",
         headers={"admin-key": KEY})).read())
-    assert {m["name"]: m["state"] for m in index} == {"whisper": "READY", "whisper_engine": "READY"}
+    assert {m["name"]: m["state"] for m in index} == {"whisper": "READY", "whisper_engine": "READY",
+                                                      "whisper_stream": "READY"}

@@ -90,10 +90,22 @@ class TritonBackend:
 
         try:
             responses = self._stream_client(url).stream_infer(
-                requests(), stream_timeout=self.settings.timeout_s)
-            async for result, failure in responses:
+                requests(), stream_timeout=self.settings.timeout_s).__aiter__()
+            while True:
+                try:
+                    # whisper_stream sends a response without outputs every few seconds while
+                    # it works: silence means its instance died (Triton 2.51 keeps such a
+                    # stream open for ever).
+                    result, failure = await asyncio.wait_for(
+                        responses.__anext__(), self.settings.stream_idle_s)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise ServerUnavailableError(
+                        f"no response from {self.settings.stream_model} at {url} for "
+                        f"{self.settings.stream_idle_s:g} s", url=url) from None
                 if failure is not None:
-                    raise map_error(failure, url) from failure
+                    raise map_error(_WithStatus(failure), url) from failure
                 delta = result.as_numpy("DELTA")
                 if delta is not None and delta.size:
                     yield "delta", _text(delta)
@@ -114,6 +126,38 @@ class TritonBackend:
         for client in list(self._streams.values()):
             await _close_quietly(client)
         self._streams.clear()
+
+
+class _WithStatus:
+    """A stream error with the status tritonclient leaves out.
+
+    tritonclient's gRPC stream gives an error response's message without its status code;
+    the fronts' messages tell which it was (whisper_service.front: a bad request's sentence is
+    INVALID_ARG, the rest say what they are), so the error maps as on a plain request.
+    """
+
+    def __init__(self, error: Any):
+        self._message = error.message() if callable(getattr(error, "message", None)) else str(error)
+        status = error.status() if callable(getattr(error, "status", None)) else None
+        self._status = status or _status_of(self._message)
+
+    def status(self) -> Optional[str]:
+        return self._status
+
+    def message(self) -> str:
+        return self._message
+
+
+def _status_of(message: str) -> str:
+    lowered = message.lower()
+    if "internal error" in lowered or "engine failed" in lowered:
+        return "StatusCode.INTERNAL"
+    if "cancelled" in lowered:
+        return "StatusCode.CANCELLED"
+    if ("overloaded" in lowered or "queue" in lowered or "not loaded" in lowered
+            or "not ready" in lowered or "unavailable" in lowered):
+        return "StatusCode.UNAVAILABLE"
+    return "StatusCode.INVALID_ARGUMENT"
 
 
 def _text(array: np.ndarray) -> str:

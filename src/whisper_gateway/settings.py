@@ -11,6 +11,7 @@
 | GATEWAY_MAX_CONCURRENT_PER_KEY | 8 | requests in flight per key (429 above; the open gateway counts all callers as one) |
 | GATEWAY_TIMEOUT_SECS | 600 | one transcription's time limit, end to end |
 | GATEWAY_RETRIES | 1 | extra rounds over the Triton addresses for unavailable/overloaded |
+| GATEWAY_STREAM_IDLE_SECS | 30 | a stream that hears nothing (not even whisper_stream's heartbeat) this long fails with 503 |
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Settings:
     max_concurrent_per_key: int = 8
     timeout_s: float = 600.0
     retries: int = 1
+    stream_idle_s: float = 30.0
     host: str = "0.0.0.0"
     port: int = 8080
     aliases: Tuple[str, ...] = field(default=(ALIAS,))
@@ -61,6 +63,7 @@ class Settings:
             max_concurrent_per_key=limit,
             timeout_s=float(env.get("GATEWAY_TIMEOUT_SECS", "600")),
             retries=int(env.get("GATEWAY_RETRIES", "1")),
+            stream_idle_s=float(env.get("GATEWAY_STREAM_IDLE_SECS", "30")),
             host=env.get("GATEWAY_HOST", "0.0.0.0"),
             port=int(env.get("GATEWAY_PORT", "8080")),
         )
