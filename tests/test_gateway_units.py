@@ -400,3 +400,27 @@ def test_stream_errors_get_back_the_status_tritonclient_leaves_out():
     }
     for message, kind in cases.items():
         assert type(map_error(_WithStatus(StreamError(message)), "x:8001")) is kind, message
+
+
+def test_a_body_without_length_is_cut_at_the_limit_and_a_bad_form_is_400():
+    backend = Backend()
+    app = create_app(Settings(max_upload_bytes=1000), backend)
+    boundary = "gatewayboundary"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
+
+    async def chunked():  # no Content-Length: counted as it arrives
+        yield part
+        for _ in range(10):
+            yield b"x" * 500
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    big, broken = call(app,
+                       req("POST", "/v1/audio/transcriptions", content=chunked(),
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+                       req("POST", "/v1/audio/transcriptions", content=b"--x\r\nnonsense",
+                           headers={"Content-Type": "multipart/form-data; boundary=x"}))
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
+    assert not backend.calls

@@ -35,7 +35,8 @@ from whisper_gateway.settings import Settings
 
 log = logging.getLogger("whisper_gateway")
 AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
-CREATED = 1_700_000_000  # the `created` time /v1/models reports (fixed: the model is served, not trained here)
+# The `created` time /v1/models reports: a fixed date, since the model is served, not made, here.
+CREATED = 1_700_000_000
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -66,7 +67,6 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            scope.setdefault("state", {})["too_large"] = True
             return await error_response(self.error())(scope, receive, send)
         seen = 0
 
@@ -137,8 +137,6 @@ def create_app(settings: Settings, backend: Optional[Any] = None) -> Any:
         except _BodyTooLarge:
             raise request.scope["state"]["body_limit"]() from None
         except Exception as exc:  # noqa: BLE001 - a malformed multipart body
-            if isinstance(exc, ApiError):
-                raise
             raise invalid(f"The request body could not be read as a multipart form: {exc}",
                           None, None) from None
         fields = {name: form.getlist(name) for name in form.keys()}
