@@ -194,7 +194,8 @@ def _frames(rate: int, seconds: float, layout: str = "mono"):
 def test_a_stream_that_changes_rate_or_layout_midway_is_resampled_not_refused():
     """A spliced MP3 switches from 16 to 44.1 kHz mid-stream: one resampler refused the
     second part ("Frame does not match AudioResampler setup", reported with a class name)."""
-    decoder = audio_module._Decoder(max_samples=60 * SAMPLE_RATE, max_seconds=60)
+    decoder = audio_module._Decoder(max_samples=60 * SAMPLE_RATE, max_seconds=60,
+                                    declared_seconds=0.0, claim=None)
     for frame in [*_frames(16000, 1.0), *_frames(44100, 1.0, "stereo"), *_frames(22050, 0.5)]:
         decoder.add(frame)
     decoder.flush()

@@ -112,6 +112,13 @@ class ManagedServer:
         pids = ([server] + _children(server)) if server else []
         return sum(_rss(pid) for pid in pids)
 
+    def pss_bytes(self) -> int:
+        """Proportional set size of the server and all its stubs: shared pages (the model
+        files, libraries) counted once across processes, unlike RSS."""
+        server = self.server_pid()
+        pids = ([server] + _children(server)) if server else []
+        return sum(_pss(pid) for pid in pids)
+
     def stop(self, timeout: float = 60.0) -> int:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
@@ -148,6 +155,16 @@ def _rss(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass

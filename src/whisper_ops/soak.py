@@ -1,7 +1,10 @@
 """Soak test: N clients send real recordings back to back for a fixed time, loopback only.
 
 Every request is checked (language and words of the reference transcript), and the server
-processes' resident memory is sampled, so a leak or a slow failure shows up as numbers.
+processes' memory (RSS and PSS) is sampled every second, so a leak or a slow failure shows
+up as numbers. `--long-uploads N` also sends N hours-long low-bitrate Opus uploads with speech
+in parts (whisper_ops.long_audio) at once at the start, beside the normal traffic: each must be
+answered with every part's words, and the peak PSS is reported against the idle PSS.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from whisper_ops.long_audio import long_opus, speech_parts
 from whisper_ops.managed_server import ManagedServer
 from whisper_ops.raw_triton import transcribe_async
 from whisper_ops.recordings import ALL, encode, samples
@@ -31,11 +35,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="WHISPER_MODEL of the server it starts")
     parser.add_argument("--http-url", help="use a running server (with --grpc-url) instead")
     parser.add_argument("--grpc-url")
+    parser.add_argument("--long-uploads", type=int, default=0,
+                        help="also send this many hours-long Opus uploads at once at the start")
+    parser.add_argument("--long-hours", type=float, default=4.0)
+    parser.add_argument("--long-speech-every", type=float, default=1800.0,
+                        help="seconds between the parts with speech in a long upload")
     parser.add_argument("--out", default="bench-results/soak.json")
     return parser.parse_args(argv)
 
 
-async def soak(args, http_url: str, grpc_url: str, memory) -> dict:
+async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0) -> dict:
     rng = np.random.default_rng(0)
     clips = [(r, samples(r)) for r in ALL]
     deadline = time.monotonic() + args.seconds
@@ -43,6 +52,8 @@ async def soak(args, http_url: str, grpc_url: str, memory) -> dict:
     errors: dict = {}
     latencies: List[float] = []
     memory_samples = [memory()]
+    pss_samples = [pss()]
+    long_results: List[dict] = []
 
     async def client(number: int) -> None:
         protocol = args.protocol if args.protocol != "both" else ("grpc", "http")[number % 2]
@@ -65,15 +76,42 @@ async def soak(args, http_url: str, grpc_url: str, memory) -> dict:
             good = result["language"] in (recording.language, "en") and score <= 0.6
             counts["ok" if good else "wrong"] += 1
 
+    async def long_upload(number: int, data: bytes) -> None:
+        started = time.monotonic()
+        try:
+            text, result = await transcribe_async("grpc", grpc_url, data)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            long_results.append({"ok": False, "error": str(exc)[:200],
+                                 "seconds": round(time.monotonic() - started, 1)})
+            return
+        heard = text.lower().count("ask not what your country")
+        expected = speech_parts(args.long_hours * 3600, args.long_speech_every)
+        long_results.append({"ok": heard >= expected, "parts_heard": heard,
+                             "parts_said": expected,
+                             "seconds": round(time.monotonic() - started, 1)})
+
+    long_done = asyncio.Event()
+
     async def sampler() -> None:
-        while time.monotonic() < deadline:
-            await asyncio.sleep(5)
+        while time.monotonic() < deadline or not long_done.is_set():
+            await asyncio.sleep(1)
             memory_samples.append(memory())
+            pss_samples.append(pss())
+
+    async def long_uploads() -> None:
+        if args.long_uploads:
+            # distinct audio per upload, so no cache answers one for another
+            uploads = [await asyncio.to_thread(long_opus, args.long_hours * 3600,
+                                               args.long_speech_every, seed=i)
+                       for i in range(args.long_uploads)]
+            await asyncio.gather(*(long_upload(i, d) for i, d in enumerate(uploads)))
+        long_done.set()
 
     started = time.monotonic()
-    await asyncio.gather(sampler(), *(client(i) for i in range(args.clients)))
+    await asyncio.gather(sampler(), long_uploads(), *(client(i) for i in range(args.clients)))
     wall = time.monotonic() - started
     memory_samples.append(memory())
+    pss_samples.append(pss())
     return {
         "clients": args.clients, "seconds": round(wall, 1), **counts,
         "errors": errors,
@@ -83,6 +121,10 @@ async def soak(args, http_url: str, grpc_url: str, memory) -> dict:
         "server_rss_mib_start": round(memory_samples[0] / 2**20, 1),
         "server_rss_mib_end": round(memory_samples[-1] / 2**20, 1),
         "server_rss_mib_peak": round(max(memory_samples) / 2**20, 1),
+        "server_pss_mib_start": round(pss_samples[0] / 2**20, 1),
+        "server_pss_mib_end": round(pss_samples[-1] / 2**20, 1),
+        "server_pss_mib_peak": round(max(pss_samples) / 2**20, 1),
+        "long_uploads": long_results,
     }
 
 
@@ -90,12 +132,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     server = None
     if args.http_url and args.grpc_url:
-        http_url, grpc_url, memory = args.http_url, args.grpc_url, (lambda: 0)
+        http_url, grpc_url, memory, pss = args.http_url, args.grpc_url, (lambda: 0), (lambda: 0)
     else:
         server = ManagedServer(env={"WHISPER_MODEL": args.model} if args.model else None).start()
-        http_url, grpc_url, memory = server.http_url, server.grpc_url, server.rss_bytes
+        http_url, grpc_url = server.http_url, server.grpc_url
+        memory, pss = server.rss_bytes, server.pss_bytes
     try:
-        report = asyncio.run(soak(args, http_url, grpc_url, memory))
+        report = asyncio.run(soak(args, http_url, grpc_url, memory, pss))
         if server is not None:
             report["server_ready_after"] = server.is_ready()
     finally:
@@ -105,7 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    return 0 if report["failed"] == 0 and report["wrong"] == 0 else 1
+    long_ok = all(r["ok"] for r in report["long_uploads"])
+    return 0 if report["failed"] == 0 and report["wrong"] == 0 and long_ok else 1
 
 
 if __name__ == "__main__":

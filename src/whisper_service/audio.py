@@ -1,4 +1,9 @@
-"""Turn uploaded bytes into 16 kHz mono float32 samples, in memory, with clear errors.
+"""Turn uploaded bytes into 16 kHz mono samples, in memory, with clear errors.
+
+Samples are kept as 16-bit PCM (what faster-whisper's own decoder produces too): half the
+memory of float32, converted to float a window or a VAD piece at a time. They are written
+into one buffer as they are decoded (no list of chunks joined at the end, no second full-length
+copy), and the buffer's bytes are claimed from the caller's memory budget before allocation.
 
 Uploads are hostile until decoded: every refusal is an InvalidAudioError whose message is a
 sentence the caller can act on (never an FFmpeg error code, a Python class name or a path), and
@@ -11,15 +16,19 @@ playlists, concat lists or SDP files that name other files or network addresses)
 from __future__ import annotations
 
 import io
+import math
 import struct
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import av
 import numpy as np
 
-from whisper_service.errors import InvalidAudioError
+from whisper_service.errors import InvalidAudioError, InvalidInputError, ServerBusyError
 
 SAMPLE_RATE = 16000
+PCM_SCALE = 32768.0
+# Called with the bytes the samples are about to need in all; raises to refuse.
+MemoryClaim = Callable[[int], None]
 # Outside this range a sample rate is a broken or hostile header, not a recording: below it,
 # a few bytes would resample into hours of audio; above it nothing records.
 MIN_SAMPLE_RATE = 2000
@@ -52,7 +61,22 @@ _DEFAULT_FAILURE = "its headers are inconsistent or use unsupported parameters"
 
 
 def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
-    """Decode any container/codec PyAV reads; stereo is downmixed, any rate resampled.
+    """float32 samples in -1..1 (for callers that want the whole file as float: tests, the
+    in-process comparisons); the server keeps decode_pcm16's."""
+    return pcm_to_float(decode_pcm16(data, max_seconds))
+
+
+def pcm_to_float(samples: np.ndarray) -> np.ndarray:
+    """float32 in -1..1 from 16-bit PCM (float input is returned as it is)."""
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32) * np.float32(1 / PCM_SCALE)
+    return samples
+
+
+def decode_pcm16(data: bytes, max_seconds: float, claim: Optional[MemoryClaim] = None
+                 ) -> np.ndarray:
+    """Decode any container/codec PyAV reads to 16 kHz mono 16-bit samples; stereo is
+    downmixed, any rate resampled.
 
     Never touches the file system or the network: the bytes are wrapped in a BytesIO and no
     nested input may be opened, so nothing in a request can name a path or an address.
@@ -61,8 +85,8 @@ def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
         raise InvalidAudioError("AUDIO is empty: send the bytes of an audio file.", "empty_audio")
     _check_headers(data)
     max_samples = int(max_seconds * SAMPLE_RATE)
-    decoder = _Decoder(max_samples, max_seconds)
     declared_seconds = 0.0
+    decoder: Optional[_Decoder] = None
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore",
                      options=dict(_OPEN_OPTIONS)) as container:
@@ -77,13 +101,16 @@ def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
             if (container.format.name in EXACT_DURATION_FORMATS
                     and declared_seconds > max_seconds + 1.0):
                 raise _too_long(max_seconds, declared_seconds)
+            decoder = _Decoder(max_samples, max_seconds, declared_seconds, claim)
             for frame in _frames(container, stream):
                 decoder.add(frame)
             decoder.flush()
-    except InvalidAudioError:
+    except (InvalidAudioError, ServerBusyError):
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError, ArithmeticError,
             MemoryError) as exc:
+        if isinstance(exc, InvalidInputError):  # e.g. the upload is over the whole budget
+            raise
         raise InvalidAudioError(
             f"AUDIO could not be decoded as audio: {_failure(exc)}; send a complete WAV, FLAC, "
             "MP3, OGG or M4A file.",
@@ -91,31 +118,26 @@ def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
         ) from exc
     audio = decoder.samples()
     _refuse_truncated(declared_seconds, audio.size / SAMPLE_RATE)
-    if not np.all(np.isfinite(audio)):
-        raise InvalidAudioError(
-            "AUDIO contains non-finite samples (NaN or infinity).", "non_finite_audio"
-        )
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak > MAX_SAMPLE_MAGNITUDE:
-        raise InvalidAudioError(
-            f"AUDIO has samples of magnitude {peak:.3g}, far outside the range of audio: send "
-            "float samples between -1 and 1, or integer PCM.",
-            "out_of_range_audio",
-        )
     return audio
 
 
 class _Decoder:
-    """Resamples frames to 16 kHz mono and collects them, within the sample limit.
+    """Resamples frames to 16 kHz mono and writes them into one 16-bit buffer, within the
+    sample limit; the buffer is sized from the declared duration and grows (claiming its
+    bytes first) when the file holds more.
 
     A stream may change rate or layout in the middle (a spliced MP3, a corrupt header that
     still decodes): the resampler is then rebuilt, rather than the upload refused.
     """
 
-    def __init__(self, max_samples: int, max_seconds: float):
+    def __init__(self, max_samples: int, max_seconds: float, declared_seconds: float,
+                 claim: Optional[MemoryClaim]):
         self.max_samples, self.max_seconds = max_samples, max_seconds
-        self.chunks: list[np.ndarray] = []
+        self.claim = claim or (lambda nbytes: None)
+        self.expected = min(max_samples, int(declared_seconds * 1.01 * SAMPLE_RATE) + SAMPLE_RATE)
+        self.buffer = np.empty(0, dtype=np.int16)
         self.total = 0
+        self.gain = 1.0
         self.resampler = None
         self.setup: Optional[Tuple[str, str, int]] = None
 
@@ -138,15 +160,63 @@ class _Decoder:
 
     def _append(self, frame) -> None:
         samples = frame.to_ndarray().reshape(-1)
-        if self.total + samples.size > self.max_samples:
+        end = self.total + samples.size
+        if end > self.max_samples:
             raise _too_long(self.max_seconds)
-        self.chunks.append(samples.astype(np.float32, copy=False))
-        self.total += samples.size
+        peak = _checked_peak(samples)
+        if end > self.buffer.size:
+            self._grow(end)
+        if peak * self.gain > 2.0:
+            self._lower_gain(peak)
+        # To 16 bits as faster-whisper's decoder does (a little past +-1 saturates).
+        np.clip(np.rint(samples * (self.gain * PCM_SCALE)), -PCM_SCALE, PCM_SCALE - 1,
+                out=samples)
+        self.buffer[self.total:end] = samples
+        self.total = end
+
+    def _lower_gain(self, peak: float) -> None:
+        """Float samples far past +-1 (integer PCM stored as float without scaling): scale
+        the whole upload down by a power of two instead of clipping it to noise. Whisper's
+        features do not depend on the level."""
+        gain = 2.0 ** -math.ceil(math.log2(peak))
+        done = self.buffer[:self.total]
+        np.copyto(done, np.rint(done * (gain / self.gain)), casting="unsafe")
+        self.gain = gain
+
+    def _grow(self, needed: int) -> None:
+        if not self.buffer.size and self.expected >= needed:
+            capacity = self.expected
+        else:
+            capacity = max(needed, int(self.buffer.size * 1.25) + 60 * SAMPLE_RATE)
+        capacity = min(capacity, self.max_samples)
+        # Old and new buffer exist together while the samples are copied.
+        self.claim(2 * (self.buffer.size + capacity))
+        grown = np.empty(capacity, dtype=np.int16)
+        grown[:self.total] = self.buffer[:self.total]
+        self.buffer = grown
+        self.claim(2 * capacity)
 
     def samples(self) -> np.ndarray:
-        if not self.chunks:
-            return np.zeros(0, dtype=np.float32)
-        return self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+        if self.buffer.size - self.total > SAMPLE_RATE * 30:
+            # Declared far longer than it was (or grown past the end): keep only the samples.
+            self.buffer = self.buffer[:self.total].copy()
+            self.claim(2 * self.buffer.size)
+        return self.buffer[:self.total]
+
+
+def _checked_peak(samples: np.ndarray) -> float:
+    if not np.all(np.isfinite(samples)):
+        raise InvalidAudioError(
+            "AUDIO contains non-finite samples (NaN or infinity).", "non_finite_audio"
+        )
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise InvalidAudioError(
+            f"AUDIO has samples of magnitude {peak:.3g}, far outside the range of audio: send "
+            "float samples between -1 and 1, or integer PCM.",
+            "out_of_range_audio",
+        )
+    return peak
 
 
 def _too_long(max_seconds: float, declared: Optional[float] = None) -> InvalidAudioError:

@@ -17,3 +17,11 @@ class InvalidAudioError(InvalidInputError):
 
     def __init__(self, message: str, reason: str = "invalid_audio"):
         super().__init__(message, reason)
+
+
+class ServerBusyError(Exception):
+    """The request is fine but the server cannot take it now (UNAVAILABLE): retry later."""
+
+    def __init__(self, message: str, reason: str = "busy"):
+        super().__init__(message)
+        self.reason = reason

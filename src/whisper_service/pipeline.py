@@ -1,13 +1,19 @@
 """What the front model does for one uploaded file, without Triton in the way.
 
-prepare(): decode, validate, (VAD), cut into windows, drop silent ones.
+prepare(): decode, validate, (VAD), cut into windows, drop silent ones; the samples' memory
+is claimed from the server's decoded-audio budget (audio_budget) and given back when the job's
+samples are freed. prepare_async() does the same in a worker thread, so that an upload
+waiting for the budget, or decoding hours of audio, holds up no other upload.
 chunks(): the windows still to transcribe, in engine-sized groups, with their features.
 finish(): stitch the engine's window results into one Transcription.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -15,7 +21,8 @@ import numpy as np
 
 from whisper_triton.result import Transcription
 
-from whisper_service.audio import SAMPLE_RATE, decode_audio
+from whisper_service.audio import SAMPLE_RATE, decode_pcm16
+from whisper_service.audio_budget import AudioBudget, budget_bytes
 from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
@@ -91,10 +98,31 @@ class Job:
         return 0.0 if self.speech_seconds is None else max(0.0, self.duration - self.speech_seconds)
 
 
+# Uploads one front process prepares at once (decoding, VAD, cutting) in its worker threads.
+PREPARE_THREADS = 8
+
+
 class Pipeline:
-    def __init__(self, limits: Limits, n_mels: int):
+    def __init__(self, limits: Limits, n_mels: int, budget: Optional[AudioBudget] = None):
         self.limits = limits
         self.features = WindowFeatures(n_mels)
+        self.budget = budget
+        self._threads: Optional[ThreadPoolExecutor] = None
+
+    @classmethod
+    def for_server(cls, limits: Limits, n_mels: int) -> "Pipeline":
+        """The pipeline of a front process: it shares the server's decoded-audio budget
+        (WHISPER_AUDIO_BUDGET_MB, else a share of the memory the server may use)."""
+        budget = AudioBudget.for_server(budget_bytes(os.environ))
+        log.info("decoded-audio budget: %d MB for all uploads in flight",
+                 budget.total_bytes >> 20)
+        return cls(limits, n_mels, budget)
+
+    async def prepare_async(self, data: bytes, options: DecodeOptions) -> Job:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, self.prepare, data, options)
 
     def prepare(self, data: bytes, options: DecodeOptions) -> Job:
         if len(data) > self.limits.max_audio_bytes:
@@ -103,7 +131,17 @@ class Pipeline:
                 "Send a compressed format (FLAC, MP3, OGG) or split the file.",
                 "audio_too_large",
             )
-        audio = decode_audio(data, self.limits.max_audio_seconds)
+        claim = self.budget.claim() if self.budget is not None else None
+        try:
+            audio = decode_pcm16(data, self.limits.max_audio_seconds,
+                                 claim.ensure if claim is not None else None)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+        if claim is not None:
+            # Held while any window still refers to the samples.
+            claim.release_with(audio if audio.base is None else audio.base)
         duration = audio.size / SAMPLE_RATE
         if duration < MIN_AUDIO_SECONDS:
             raise InvalidAudioError(

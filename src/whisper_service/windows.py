@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from whisper_service.audio import PCM_SCALE, pcm_to_float
+
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
 WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
@@ -26,6 +28,10 @@ FRAME = SAMPLE_RATE // 50  # 20 ms energy frames
 SILENCE_RMS = 10 ** (-55 / 20)
 # Kept before a window's first sound, so the onset of the first word is not clipped.
 LEAD_IN_SECONDS = 0.3
+# The VAD reads audio in pieces of this length, with a little on either side (speech_spans).
+VAD_PIECE_SECONDS = 15
+VAD_LEAD_IN_SECONDS = 2.0
+VAD_READ_ON_SECONDS = 3.0
 
 
 @dataclass
@@ -89,10 +95,12 @@ def halves(window: Window) -> Tuple[Window, Window]:
 
 
 def _frame_rms(audio: np.ndarray) -> np.ndarray:
+    """RMS of each 20 ms frame, on the -1..1 scale whether the samples are float or 16-bit."""
+    scale = 1 / PCM_SCALE if audio.dtype == np.int16 else 1.0
     if audio.size < FRAME:
-        return np.sqrt(np.mean(np.square(audio, dtype=np.float64), keepdims=True))
+        return scale * np.sqrt(np.mean(np.square(audio, dtype=np.float64), keepdims=True))
     frames = audio[: audio.size - audio.size % FRAME].reshape(-1, FRAME)
-    return np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    return scale * np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -185,12 +193,44 @@ def _packed(audio: np.ndarray, pieces: List[Tuple[int, int]]) -> Window:
     return Window(audio=np.concatenate([audio[a:b] for a, b in pieces]), spans=spans)
 
 
-def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None) -> List[Tuple[int, int]]:
-    """Speech sample ranges found by faster-whisper's Silero VAD."""
+def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
+                 piece_samples: int = VAD_PIECE_SECONDS * SAMPLE_RATE) -> List[Tuple[int, int]]:
+    """Speech sample ranges found by faster-whisper's Silero VAD.
+
+    The VAD reads the audio in short pieces, each from a fresh state. Measured on speech after
+    room noise (-50 dBFS, Opus): after 25 s or more of noise in one pass, Silero missed the
+    first 1-5 s of the sentence that followed (after 60 s, always), so a long pause swallowed
+    the next sentence's start. Each piece ends at the quietest point of its last seconds and
+    is read from VAD_LEAD_IN_SECONDS before its start to VAD_READ_ON_SECONDS after its end, so
+    that a span running over a cut ends where the VAD, reading on, ends it; spans that overlap
+    are joined. Pieces are converted to float one at a time (no float copy of hours of audio).
+    """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(**(vad_parameters or {}))
-    return [(ts["start"], ts["end"]) for ts in get_speech_timestamps(audio, options)]
+    search = int(SEARCH_SECONDS * SAMPLE_RATE)
+    lead_in = int(VAD_LEAD_IN_SECONDS * SAMPLE_RATE)
+    read_on = int(VAD_READ_ON_SECONDS * SAMPLE_RATE)
+    spans: List[Tuple[int, int]] = []
+    start = 0
+    while start < audio.size:
+        cut = audio.size
+        if audio.size - start > piece_samples:
+            cut = quietest_cut(audio, start + piece_samples - search, start + piece_samples)
+        read_from = max(0, start - lead_in)
+        piece = pcm_to_float(audio[read_from:min(audio.size, cut + read_on)])
+        for ts in get_speech_timestamps(piece, options):
+            begin, end = read_from + ts["start"], read_from + ts["end"]
+            if end <= start:
+                continue  # the previous piece's
+            if begin >= cut:
+                break  # the next piece's
+            if spans and begin <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+            else:
+                spans.append((begin, end))
+        start = cut
+    return spans
 
 
 # Speech evidence: Silero's own threshold, spans unpadded. Measured on ../shared/evalset and on
