@@ -576,3 +576,28 @@ def test_rows_refuse_an_optional_input_with_another_row_count(front):
 def test_rows_without_audio_are_refused(front):
     with pytest.raises(InvalidInputError, match="the AUDIO input is missing"):
         front.module._rows(stub.request(LANGUAGE=bytes_input("en")))
+
+
+def test_front_answers_unavailable_while_the_audio_budget_is_spent_and_serves_what_fits(
+        front, monkeypatch):
+    """Uploads wait for the server's decoded-audio budget and, past the wait, get UNAVAILABLE
+    with a sentence; a short clip that fits in what is left is answered beside it."""
+    budget = front.model.front.pipeline.budget
+    monkeypatch.setattr(budget, "wait_s", 0.3)
+    hog = budget.claim()
+    hog.ensure((budget.units - 1) * (1 << 20))  # leaves 1 MB: 32 s of 16-bit samples
+    try:
+        long_audio, _ = corpus.joined([corpus.JFK], min_seconds=60)
+        waiting, short = front.execute([
+            audio_request(corpus.encode(long_audio, "flac")),
+            audio_request(corpus.JFK.read_bytes())])
+        assert error_of(waiting).code() == TritonError.UNAVAILABLE
+        assert "busy decoding other long uploads" in error_of(waiting).message()
+        assert_readable(error_of(waiting).message())
+        text, _ = transcript(short)
+        assert wer(corpus.JFK.transcript, text) < 0.2
+    finally:
+        hog.release()
+    [answered] = front.execute([audio_request(corpus.encode(long_audio, "flac"))])
+    assert "ask not what your country" in transcript(answered)[0].lower()
+    assert budget.held_here() == 0

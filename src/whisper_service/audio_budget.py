@@ -78,6 +78,10 @@ def budget_bytes(env: Mapping[str, str], limit: Optional[int] = None) -> int:
     return int(min(MAX_DEFAULT_BYTES, max(MIN_DEFAULT_BYTES, limit * DEFAULT_SHARE)))
 
 
+_SHARED: dict = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class AudioBudget:
     def __init__(self, path: Path, total_bytes: int, wait_s: float = WAIT_S,
                  grow_wait_s: float = GROW_WAIT_S,
@@ -95,12 +99,18 @@ class AudioBudget:
         self._next = 0
 
     @classmethod
-    def for_server(cls, total_bytes: int, server_pid: Optional[int] = None, **kwargs
+    def for_server(cls, env: Mapping[str, str], server_pid: Optional[int] = None
                    ) -> "AudioBudget":
-        """The budget shared by the front processes of one Triton server (its pid)."""
+        """The budget shared by the front processes of one Triton server (its pid), sized by
+        budget_bytes(env); WHISPER_AUDIO_BUDGET_WAIT_S is how long an upload waits for it.
+        One object per file and process: fcntl locks cannot tell two apart."""
         pid = os.getppid() if server_pid is None else server_pid
-        return cls(Path(tempfile.gettempdir()) / f"whisper-audio-budget-{pid}.lock", total_bytes,
-                   **kwargs)
+        path = Path(tempfile.gettempdir()) / f"whisper-audio-budget-{pid}.lock"
+        with _SHARED_LOCK:
+            if path not in _SHARED:
+                wait_s = float(env.get("WHISPER_AUDIO_BUDGET_WAIT_S", "") or WAIT_S)
+                _SHARED[path] = cls(path, budget_bytes(env), wait_s=wait_s)
+            return _SHARED[path]
 
     @property
     def total_bytes(self) -> int:

@@ -23,7 +23,7 @@ from whisper_triton.result import Transcription
 from whisper_service import settings as model_settings
 from whisper_service import upload
 from whisper_service.engine_requests import SECRET_INPUT, engine_secret
-from whisper_service.errors import InvalidInputError
+from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.gather import PreparationBoard
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
@@ -65,7 +65,7 @@ class Front:
                                        materialize=False)
         # The engine answers only callers that present tritonserver's WHISPER_ENGINE_SECRET.
         self.engine_secret = engine_secret(os.environ)
-        self.pipeline = Pipeline(self.limits, chosen.n_mels)
+        self.pipeline = Pipeline.for_server(self.limits, chosen.n_mels)
         warm_up(self.pipeline)
         self.metrics = SpeechMetrics(pb_utils, model=args["model_name"])
         self.n_mels = chosen.n_mels
@@ -105,7 +105,9 @@ class Front:
             transcriptions = []
             for row in rows(pb, request):
                 options = parse_options(row, self.limits)
-                job = self.pipeline.prepare(row["AUDIO"], options)
+                # In a worker thread: decoding hours of audio, or waiting for the server's
+                # decoded-audio budget, holds up no other upload of this instance.
+                job = await self.pipeline.prepare_async(row["AUDIO"], options)
                 self.metrics.vad_removed(job.vad_removed_seconds)
                 try:
                     transcription = await transcriber(self, request, job)
@@ -116,6 +118,9 @@ class Front:
         except InvalidInputError as exc:
             self.metrics.error(exc.reason)
             return self.error_response(str(exc), pb.TritonError.INVALID_ARG)
+        except ServerBusyError as exc:
+            self.metrics.error(exc.reason)
+            return self.error_response(str(exc), pb.TritonError.UNAVAILABLE)
         except _Cancelled:
             self.metrics.error("cancelled")
             return self.error_response("request cancelled", pb.TritonError.CANCELLED)

@@ -22,7 +22,7 @@ import numpy as np
 from whisper_triton.result import Transcription
 
 from whisper_service.audio import SAMPLE_RATE, decode_pcm16
-from whisper_service.audio_budget import AudioBudget, budget_bytes
+from whisper_service.audio_budget import AudioBudget
 from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
@@ -113,7 +113,7 @@ class Pipeline:
     def for_server(cls, limits: Limits, n_mels: int) -> "Pipeline":
         """The pipeline of a front process: it shares the server's decoded-audio budget
         (WHISPER_AUDIO_BUDGET_MB, else a share of the memory the server may use)."""
-        budget = AudioBudget.for_server(budget_bytes(os.environ))
+        budget = AudioBudget.for_server(os.environ)
         log.info("decoded-audio budget: %d MB for all uploads in flight",
                  budget.total_bytes >> 20)
         return cls(limits, n_mels, budget)
