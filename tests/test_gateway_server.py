@@ -192,6 +192,41 @@ def test_models_health_and_metrics(stack):
     assert "gateway_request_duration_seconds_bucket" in metrics
 
 
+def test_several_triton_addresses_fail_over(stack):
+    """A gateway whose first address has no server: every request, plain or streamed, is
+    answered by the other (the app in-process, over httpx's ASGI transport; Triton real)."""
+    from whisper_gateway.app import create_app
+    from whisper_gateway.backend import TritonBackend
+    from whisper_gateway.settings import Settings
+
+    settings = Settings(triton_urls=(f"127.0.0.1:{free_port()}", stack.grpc_url), retries=0)
+
+    async def run():
+        backend = TritonBackend(settings)
+        try:
+            return await send(create_app(settings, backend))
+        finally:
+            await backend.close()
+
+    async def send(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway",
+                                     timeout=120) as client:
+            answers = []
+            for stream in ("false", "false", "true", "true"):
+                answers.append(await client.post(
+                    "/v1/audio/transcriptions", data={"model": "whisper-1", "stream": stream},
+                    files={"file": ("jfk.flac", JFK.read_bytes())}))
+            return answers
+
+    answers = asyncio.run(run())
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert answers[0].json() == answers[1].json()
+    for streamed in answers[2:]:
+        done = json.loads(streamed.text.strip().split("\n\n")[-1][len("data: "):])
+        assert done["type"] == "transcript.text.done" and done["text"] == answers[0].json()["text"]
+
+
 @pytest.mark.slow
 def test_killed_stream_front_under_traffic_is_replaced(stack):
     """whisper_stream is decoupled (the README records that a decoupled *engine* crashed Triton

@@ -397,6 +397,8 @@ def test_stream_errors_get_back_the_status_tritonclient_leaves_out():
         "model 'whisper_engine' is not loaded (unloaded through the repository API?)":
             ServerUnavailableError,
         "internal error while transcribing; see the server log": ServerError,
+        "Failed to process the request(s) for model instance 'whisper_stream_0_1', message: "
+        "Stub process 'whisper_stream_0_1' is not healthy.": ServerUnavailableError,
     }
     for message, kind in cases.items():
         assert type(map_error(_WithStatus(StreamError(message)), "x:8001")) is kind, message
@@ -424,3 +426,19 @@ def test_a_body_without_length_is_cut_at_the_limit_and_a_bad_form_is_400():
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
     assert not backend.calls
+
+
+def test_grpc_errors_of_a_stream_map_like_tritonclients():
+    from whisper_gateway.backend import _as_triton_error
+    from whisper_triton.errors import map_error
+
+    class RpcError(Exception):  # what grpc.aio raises through tritonclient's stream
+        def code(self):
+            return "StatusCode.UNAVAILABLE"
+
+        def details(self):
+            return "failed to connect to all addresses; Connection refused"
+
+    assert type(map_error(_as_triton_error(RpcError()), "x:8001")) is ServerUnavailableError
+    plain = ValueError("not grpc")
+    assert _as_triton_error(plain) is plain

@@ -29,6 +29,7 @@ class TritonBackend:
                                          model_name=settings.triton_model,
                                          timeout=settings.timeout_s, retries=settings.retries)
         self._streams: Dict[str, Any] = {}
+        self._retired: List[Any] = []
         self._rotation = itertools.count()
 
     async def transcribe(self, audio: bytes, options: Dict[str, Any]) -> Transcription:
@@ -72,9 +73,11 @@ class TritonBackend:
                 if received or not isinstance(exc, ServerUnavailableError):
                     raise
                 error = exc
+                # A fresh client next time; other streams may still use this one (closing it
+                # would cancel them), so it is closed with the backend.
                 stale = self._streams.pop(url, None)
                 if stale is not None:
-                    await _close_quietly(stale)
+                    self._retired.append(stale)
         assert error is not None
         raise error
 
@@ -117,15 +120,16 @@ class TritonBackend:
         except WhisperError:
             raise
         except Exception as exc:  # noqa: BLE001 - every transport error is mapped
-            raise map_error(exc, url) from exc
+            raise map_error(_as_triton_error(exc), url) from exc
         finally:
             finished.set()
 
     async def close(self) -> None:
         await self.client.close()
-        for client in list(self._streams.values()):
+        for client in list(self._streams.values()) + self._retired:
             await _close_quietly(client)
         self._streams.clear()
+        self._retired.clear()
 
 
 class _WithStatus:
@@ -148,6 +152,17 @@ class _WithStatus:
         return self._message
 
 
+def _as_triton_error(exc: BaseException) -> BaseException:
+    """tritonclient's stream passes grpc's own errors through (a refused connection is an
+    AioRpcError, with code() and details()): in tritonclient's form, for map_error."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details) and not callable(getattr(exc, "status", None)):
+        from tritonclient.utils import InferenceServerException
+
+        return InferenceServerException(msg=details() or str(exc), status=str(code()))
+    return exc
+
+
 def _status_of(message: str) -> str:
     lowered = message.lower()
     if "internal error" in lowered or "engine failed" in lowered:
@@ -155,7 +170,9 @@ def _status_of(message: str) -> str:
     if "cancelled" in lowered:
         return "StatusCode.CANCELLED"
     if ("overloaded" in lowered or "queue" in lowered or "not loaded" in lowered
-            or "not ready" in lowered or "unavailable" in lowered):
+            or "not ready" in lowered or "unavailable" in lowered
+            # Triton's own words for a request on a dead stub
+            or "not healthy" in lowered or "failed to process the request" in lowered):
         return "StatusCode.UNAVAILABLE"
     return "StatusCode.INVALID_ARGUMENT"
 
