@@ -103,8 +103,8 @@ def test_markdown_printed(bench):
 
 # --- the corpus workload, cut short: 3 evalset files a level, one protocol, one peer -------------
 
-CORPUS_ARGS = ["--workload", "corpus", "--language", "both", "--concurrency", "2",
-               "--protocols", "grpc", "--requests", "3", "--peers", "tuned"]
+CORPUS_ARGS = ["--model", "tiny.en", "--workload", "corpus", "--language", "both",
+               "--concurrency", "2", "--protocols", "grpc", "--requests", "3", "--peers", "tuned"]
 
 
 @pytest.fixture(scope="module")

@@ -48,9 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="scripts/bench",
         description="Throughput, latency, accuracy and memory of the served Triton system "
                     "against in-process faster-whisper peers, same model, same recordings.")
-    p.add_argument("--model", default="tiny.en",
-                   help="WHISPER_MODEL for the server and the peers: tiny.en (default), base, or "
-                        "a CTranslate2 directory")
+    p.add_argument("--model", default=None,
+                   help="WHISPER_MODEL for the server and the peers: base (the embedded default; "
+                        "tiny.en with --quick), tiny.en, or a CTranslate2 directory")
     p.add_argument("--compute-type", default="int8")
     p.add_argument("--workload", default=None,
                    help="comma list of corpus,short,long,mix (default: corpus when the evalset "
@@ -121,6 +121,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.protocols = _names(args.protocols, ("grpc", "http"))
     args.long_protocols = _names(args.long_protocols, ("grpc", "http"))
     args.requests = args.requests or (8 if args.quick else 30)
+    args.model = args.model or ("tiny.en" if args.quick else "base")
     args.peers = _names(args.peers, peers.PEERS)
     return args
 
