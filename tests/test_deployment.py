@@ -142,6 +142,7 @@ def test_prometheus_scrapes_tritons_metrics_port():
     targets = [t for job in config["scrape_configs"] for sc in job.get("static_configs", [])
                for t in sc["targets"]]
     assert "triton:8002" in targets
+    assert "triton:8080" in targets  # the gateway
 
 
 def test_grafana_is_provisioned_with_the_dashboard_and_prometheus():
