@@ -25,6 +25,7 @@ from whisper_service import upload
 from whisper_service.engine_requests import SECRET_INPUT, engine_secret
 from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.gather import PreparationBoard
+from whisper_service.memory import give_back_freed_memory
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
 from whisper_service.pipeline import Job, Pipeline, warm_up
@@ -84,6 +85,8 @@ class Front:
         finally:
             self._mark_preparing(False)
             self.metrics.finished()
+            # The upload's samples are freed by now: hand the pages back.
+            give_back_freed_memory()
 
     def error_response(self, message: str, code: Any) -> Any:
         return self.pb.InferenceResponse(error=self.pb.TritonError(message, code))

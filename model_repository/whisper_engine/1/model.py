@@ -31,6 +31,7 @@ from whisper_service.engine import WhisperEngine
 from whisper_service.engine_requests import (NOT_THE_FRONT, SECRET_ENV, SECRET_INPUT,
                                              caller_allowed, engine_secret, read_request)
 from whisper_service.errors import InvalidInputError
+from whisper_service.memory import give_back_freed_memory
 from whisper_service.metrics import EngineMetrics
 from whisper_service.options import Limits
 
@@ -88,6 +89,8 @@ class TritonPythonModel:
                 for r in accepted:
                     if responses[r] is None:
                         responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+        # A big batch's activations are freed: hand the pages back.
+        give_back_freed_memory()
         return responses
 
     def _read(self, request):
