@@ -235,3 +235,21 @@ def test_window_results_survive_the_wire():
     assert again == result
     wire = result.to_dict()
     assert "unfinished" not in wire["segments"][0] and "words" not in wire["segments"][1]
+
+
+def test_per_window_layout_decodes_a_few_windows_per_call_and_batched_all_at_once():
+    """Generation memory grows with the windows in one call (beams x encoder output): the
+    CPU's layout keeps calls small, the GPU's batches everything."""
+    from whisper_service.scheduler import PER_WINDOW_CALL_WINDOWS
+
+    features, frames = _batch(list(range(1, 11)), frames=2000)
+    small = FakeDecoder()
+    outcomes = Scheduler(small, BatchLayout.PER_WINDOW, workers=1).transcribe_windows(
+        features, frames, [DecodeOptions(language="en")] * 10)
+    assert _texts(outcomes) == [f"clip{i}" for i in range(1, 11)]
+    assert [len(ids) for ids, _, _ in small.calls] == [4, 4, 2] == [
+        min(PER_WINDOW_CALL_WINDOWS, 10 - k) for k in range(0, 10, 4)]
+    batched = FakeDecoder()
+    Scheduler(batched, BatchLayout.BATCHED).transcribe_windows(
+        features, frames, [DecodeOptions(language="en")] * 10)
+    assert [len(ids) for ids, _, _ in batched.calls] == [10]
