@@ -30,6 +30,7 @@ SILENCE_RMS = 10 ** (-55 / 20)
 LEAD_IN_SECONDS = 0.3
 # The VAD reads audio in pieces of this length, with a little on either side (speech_spans).
 VAD_PIECE_SECONDS = 15
+VAD_WHOLE_SECONDS = 60
 VAD_LEAD_IN_SECONDS = 2.0
 VAD_READ_ON_SECONDS = 3.0
 
@@ -211,11 +212,15 @@ def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
     search = int(SEARCH_SECONDS * SAMPLE_RATE)
     lead_in = int(VAD_LEAD_IN_SECONDS * SAMPLE_RATE)
     read_on = int(VAD_READ_ON_SECONDS * SAMPLE_RATE)
+    # Up to a minute, one pass as before: a window of several languages can be a near tie
+    # between them, and moving a span's edge by 0.2 s flipped one (a German sentence was lost
+    # to a Spanish decode); the pieces are for what is long enough to hold long pauses.
+    whole_up_to = int(VAD_WHOLE_SECONDS * SAMPLE_RATE)
     spans: List[Tuple[int, int]] = []
     start = 0
     while start < audio.size:
         cut = audio.size
-        if audio.size - start > piece_samples:
+        if audio.size > whole_up_to and audio.size - start > piece_samples:
             cut = quietest_cut(audio, start + piece_samples - search, start + piece_samples)
         read_from = max(0, start - lead_in)
         piece = pcm_to_float(audio[read_from:min(audio.size, cut + read_on)])
