@@ -11,7 +11,7 @@ import soundfile
 
 import corpus
 from whisper_service import audio_budget
-from whisper_service.audio import PCM_SCALE, SAMPLE_RATE, decode_audio, decode_pcm16
+from whisper_service.audio import PCM_SCALE, SAMPLE_RATE, decode_audio, decode_samples
 from whisper_service.audio_budget import UNIT, AudioBudget, budget_bytes, memory_limit_bytes
 from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.options import DecodeOptions, Limits
@@ -121,7 +121,7 @@ def test_budget_setting_and_its_default_from_the_memory_limit(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         budget_bytes({"WHISPER_AUDIO_BUDGET_MB": "0"})
     assert budget_bytes({}, limit=8 << 30) == 1 << 30
-    assert budget_bytes({}, limit=4 << 30) == 512 << 20
+    assert budget_bytes({}, limit=4 << 30) == audio_budget.MIN_DEFAULT_BYTES
     assert budget_bytes({}, limit=64 << 30) == audio_budget.MAX_DEFAULT_BYTES
 
     (tmp_path / "proc").mkdir()
@@ -138,10 +138,10 @@ def test_budget_setting_and_its_default_from_the_memory_limit(tmp_path):
 @pytest.mark.unit
 def test_decoding_claims_the_samples_bytes_before_allocating_them():
     claims = []
-    samples = decode_pcm16(_wav(_tone(20.0)), 60, claims.append)
-    assert samples.dtype == np.int16 and samples.size == 20 * SAMPLE_RATE
-    assert claims and max(claims) >= 2 * samples.size
-    assert claims[-1] <= 2 * samples.size + 2 * 2 * SAMPLE_RATE
+    samples = decode_samples(_wav(_tone(20.0)), 60, claims.append)
+    assert samples.dtype == np.float32 and samples.size == 20 * SAMPLE_RATE
+    assert claims and max(claims) >= 4 * samples.size
+    assert claims[-1] <= 4 * samples.size + 4 * 2 * SAMPLE_RATE
 
 
 @pytest.mark.unit
@@ -150,19 +150,7 @@ def test_a_refused_claim_stops_decoding_with_its_own_error():
         raise ServerBusyError("busy", "audio_budget_busy")
 
     with pytest.raises(ServerBusyError):
-        decode_pcm16(_wav(_tone(2.0)), 60, refuse)
-
-
-@pytest.mark.unit
-def test_samples_are_16_bit_and_float_far_past_one_is_scaled_not_clipped():
-    tone = _tone(2.0)
-    pcm = decode_pcm16(_wav(tone), 60)
-    assert np.max(np.abs(pcm / PCM_SCALE - tone)) < 2 / PCM_SCALE
-    # integer PCM stored as float without scaling: the same signal, at another level
-    loud = decode_audio(_wav(tone * 2.0 ** 15, subtype="FLOAT"), 60)
-    assert np.max(np.abs(loud)) <= 1.0
-    correlation = np.corrcoef(loud, tone)[0, 1]
-    assert correlation > 0.999
+        decode_samples(_wav(_tone(2.0)), 60, refuse)
 
 
 @pytest.mark.unit
@@ -171,7 +159,7 @@ def test_the_pipeline_holds_its_claim_while_the_job_lives(tmp_path, fake_time):
                          clock=fake_time.clock)
     pipeline = Pipeline(Limits(), 80, budget)
     job = pipeline.prepare(corpus.JFK.read_bytes(), DecodeOptions())
-    assert job.to_send and budget.held_here() == 1  # 11 s of 16-bit samples: 0.35 MB
+    assert job.to_send and budget.held_here() == 1  # 11 s of float32 samples: 0.7 MB
     del job
     gc.collect()
     assert budget.held_here() == 0
@@ -185,7 +173,7 @@ def test_the_pipeline_holds_its_claim_while_the_job_lives(tmp_path, fake_time):
 @pytest.mark.parametrize("piece_seconds", [17, 31])
 def test_vad_in_pieces_finds_what_it_finds_on_the_whole(vad, piece_seconds):
     """speech_spans reads long audio a piece at a time: on 120 s of joined speech in pieces
-    of 17 or 31 s, as 16-bit samples, every span of one float pass is found within 0.4 s, and
+    of 17 or 31 s (given 16-bit samples), every span of one float pass is found within 0.4 s, and
     what else is found is a blip under 0.3 s (the VAD's state starts afresh each piece)."""
     from whisper_service.windows import EVIDENCE_VAD, speech_spans
 
@@ -193,7 +181,8 @@ def test_vad_in_pieces_finds_what_it_finds_on_the_whole(vad, piece_seconds):
     audio, _ = corpus.joined(list(corpus.ALL), min_seconds=100)
     pcm = np.clip(np.rint(audio * PCM_SCALE), -PCM_SCALE, PCM_SCALE - 1).astype(np.int16)
     whole = speech_spans(audio, parameters, piece_samples=audio.size)
-    pieces = speech_spans(pcm, parameters, piece_samples=piece_seconds * SAMPLE_RATE)
+    pieces = speech_spans(pcm, parameters, piece_samples=piece_seconds * SAMPLE_RATE,
+                          whole_seconds=0)
     unmatched = list(pieces)
     for a, b in whole:
         match = [(c, d) for c, d in unmatched

@@ -1,9 +1,9 @@
 """Turn uploaded bytes into 16 kHz mono samples, in memory, with clear errors.
 
-Samples are kept as 16-bit PCM (what faster-whisper's own decoder produces too): half the
-memory of float32, converted to float a window or a VAD piece at a time. They are written
-into one buffer as they are decoded (no list of chunks joined at the end, no second full-length
-copy), and the buffer's bytes are claimed from the caller's memory budget before allocation.
+Samples are written into one float32 buffer as they are decoded (no list of chunks joined at
+the end, no second full-length copy), and the buffer's bytes are claimed from the caller's
+memory budget before allocation. (Kept as float, not 16-bit: one LSB of difference after
+resampling changed marginal Mandarin decodes in the accuracy check.)
 
 Uploads are hostile until decoded: every refusal is an InvalidAudioError whose message is a
 sentence the caller can act on (never an FFmpeg error code, a Python class name or a path), and
@@ -16,7 +16,6 @@ playlists, concat lists or SDP files that name other files or network addresses)
 from __future__ import annotations
 
 import io
-import math
 import struct
 from typing import Callable, Optional, Tuple
 
@@ -61,9 +60,8 @@ _DEFAULT_FAILURE = "its headers are inconsistent or use unsupported parameters"
 
 
 def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
-    """float32 samples in -1..1 (for callers that want the whole file as float: tests, the
-    in-process comparisons); the server keeps decode_pcm16's."""
-    return pcm_to_float(decode_pcm16(data, max_seconds))
+    """16 kHz mono float32 samples of an upload (decode_samples without a memory claim)."""
+    return decode_samples(data, max_seconds)
 
 
 def pcm_to_float(samples: np.ndarray) -> np.ndarray:
@@ -73,9 +71,9 @@ def pcm_to_float(samples: np.ndarray) -> np.ndarray:
     return samples
 
 
-def decode_pcm16(data: bytes, max_seconds: float, claim: Optional[MemoryClaim] = None
-                 ) -> np.ndarray:
-    """Decode any container/codec PyAV reads to 16 kHz mono 16-bit samples; stereo is
+def decode_samples(data: bytes, max_seconds: float, claim: Optional[MemoryClaim] = None
+                   ) -> np.ndarray:
+    """Decode any container/codec PyAV reads to 16 kHz mono float32 samples; stereo is
     downmixed, any rate resampled.
 
     Never touches the file system or the network: the bytes are wrapped in a BytesIO and no
@@ -122,7 +120,7 @@ def decode_pcm16(data: bytes, max_seconds: float, claim: Optional[MemoryClaim] =
 
 
 class _Decoder:
-    """Resamples frames to 16 kHz mono and writes them into one 16-bit buffer, within the
+    """Resamples frames to 16 kHz mono and writes them into one float32 buffer, within the
     sample limit; the buffer is sized from the declared duration and grows (claiming its
     bytes first) when the file holds more.
 
@@ -135,9 +133,8 @@ class _Decoder:
         self.max_samples, self.max_seconds = max_samples, max_seconds
         self.claim = claim or (lambda nbytes: None)
         self.expected = min(max_samples, int(declared_seconds * 1.01 * SAMPLE_RATE) + SAMPLE_RATE)
-        self.buffer = np.empty(0, dtype=np.int16)
+        self.buffer = np.empty(0, dtype=np.float32)
         self.total = 0
-        self.gain = 1.0
         self.resampler = None
         self.setup: Optional[Tuple[str, str, int]] = None
 
@@ -163,25 +160,11 @@ class _Decoder:
         end = self.total + samples.size
         if end > self.max_samples:
             raise _too_long(self.max_seconds)
-        peak = _checked_peak(samples)
+        _checked_peak(samples)
         if end > self.buffer.size:
             self._grow(end)
-        if peak * self.gain > 2.0:
-            self._lower_gain(peak)
-        # To 16 bits as faster-whisper's decoder does (a little past +-1 saturates).
-        np.clip(np.rint(samples * (self.gain * PCM_SCALE)), -PCM_SCALE, PCM_SCALE - 1,
-                out=samples)
         self.buffer[self.total:end] = samples
         self.total = end
-
-    def _lower_gain(self, peak: float) -> None:
-        """Float samples far past +-1 (integer PCM stored as float without scaling): scale
-        the whole upload down by a power of two instead of clipping it to noise. Whisper's
-        features do not depend on the level."""
-        gain = 2.0 ** -math.ceil(math.log2(peak))
-        done = self.buffer[:self.total]
-        np.copyto(done, np.rint(done * (gain / self.gain)), casting="unsafe")
-        self.gain = gain
 
     def _grow(self, needed: int) -> None:
         if not self.buffer.size and self.expected >= needed:
@@ -190,17 +173,17 @@ class _Decoder:
             capacity = max(needed, int(self.buffer.size * 1.25) + 60 * SAMPLE_RATE)
         capacity = min(capacity, self.max_samples)
         # Old and new buffer exist together while the samples are copied.
-        self.claim(2 * (self.buffer.size + capacity))
-        grown = np.empty(capacity, dtype=np.int16)
+        self.claim(4 * (self.buffer.size + capacity))
+        grown = np.empty(capacity, dtype=np.float32)
         grown[:self.total] = self.buffer[:self.total]
         self.buffer = grown
-        self.claim(2 * capacity)
+        self.claim(4 * capacity)
 
     def samples(self) -> np.ndarray:
         if self.buffer.size - self.total > SAMPLE_RATE * 30:
             # Declared far longer than it was (or grown past the end): keep only the samples.
             self.buffer = self.buffer[:self.total].copy()
-            self.claim(2 * self.buffer.size)
+            self.claim(4 * self.buffer.size)
         return self.buffer[:self.total]
 
 

@@ -32,11 +32,10 @@ log = logging.getLogger(__name__)
 
 UNIT = 1 << 20
 # Without a setting: this share of the memory the server may use, within these bounds. The
-# floor holds one upload of the longest allowed length (4 h of 16-bit samples: 461 MB); the
-# ceiling keeps eight such uploads (measured: 8 x 4 h Opus) within 1.5 GB over idle.
+# floor holds one upload of the longest allowed length (4 h of float32 samples: 922 MB).
 DEFAULT_SHARE = 1 / 8
-MIN_DEFAULT_BYTES = 512 << 20
-MAX_DEFAULT_BYTES = 1 << 30
+MIN_DEFAULT_BYTES = 1 << 30
+MAX_DEFAULT_BYTES = 3 << 29
 # How long an upload waits for its first claim (it holds nothing while it waits), and for a
 # later, larger one (it holds memory then, so it must not wait for long).
 WAIT_S = 1800.0

@@ -21,7 +21,7 @@ import numpy as np
 
 from whisper_triton.result import Transcription
 
-from whisper_service.audio import SAMPLE_RATE, decode_pcm16
+from whisper_service.audio import SAMPLE_RATE, decode_samples
 from whisper_service.audio_budget import AudioBudget
 from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
@@ -133,7 +133,7 @@ class Pipeline:
             )
         claim = self.budget.claim() if self.budget is not None else None
         try:
-            audio = decode_pcm16(data, self.limits.max_audio_seconds,
+            audio = decode_samples(data, self.limits.max_audio_seconds,
                                  claim.ensure if claim is not None else None)
         except BaseException:
             if claim is not None:
@@ -306,5 +306,5 @@ def warm_up(pipeline: Pipeline) -> None:
     tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
     buffer = io.BytesIO()
     soundfile.write(buffer, tone.astype(np.float32), SAMPLE_RATE, format="WAV")
-    audio = decode_pcm16(buffer.getvalue(), pipeline.limits.max_audio_seconds)
+    audio = decode_samples(buffer.getvalue(), pipeline.limits.max_audio_seconds)
     pipeline.features([Window(audio=audio, spans=[(0, 0, audio.size)])])

@@ -30,7 +30,7 @@ SILENCE_RMS = 10 ** (-55 / 20)
 LEAD_IN_SECONDS = 0.3
 # The VAD reads audio in pieces of this length, with a little on either side (speech_spans).
 VAD_PIECE_SECONDS = 15
-VAD_WHOLE_SECONDS = 60
+VAD_WHOLE_SECONDS = 900
 VAD_LEAD_IN_SECONDS = 2.0
 VAD_READ_ON_SECONDS = 3.0
 
@@ -195,7 +195,8 @@ def _packed(audio: np.ndarray, pieces: List[Tuple[int, int]]) -> Window:
 
 
 def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
-                 piece_samples: int = VAD_PIECE_SECONDS * SAMPLE_RATE) -> List[Tuple[int, int]]:
+                 piece_samples: int = VAD_PIECE_SECONDS * SAMPLE_RATE,
+                 whole_seconds: float = VAD_WHOLE_SECONDS) -> List[Tuple[int, int]]:
     """Speech sample ranges found by faster-whisper's Silero VAD.
 
     The VAD reads the audio in short pieces, each from a fresh state. Measured on speech after
@@ -212,10 +213,12 @@ def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
     search = int(SEARCH_SECONDS * SAMPLE_RATE)
     lead_in = int(VAD_LEAD_IN_SECONDS * SAMPLE_RATE)
     read_on = int(VAD_READ_ON_SECONDS * SAMPLE_RATE)
-    # Up to a minute, one pass as before: a window of several languages can be a near tie
-    # between them, and moving a span's edge by 0.2 s flipped one (a German sentence was lost
-    # to a Spanish decode); the pieces are for what is long enough to hold long pauses.
-    whole_up_to = int(VAD_WHOLE_SECONDS * SAMPLE_RATE)
+    # Up to 15 minutes, one pass as before (the float copy and the VAD's own copies stay
+    # under 250 MB): moving span edges by 0.2 s changed windows enough to lose sentences that
+    # one pass keeps (a near tie between languages in a mixed window; Mandarin clips between
+    # noisy pauses, recall 0.3). Hours go in pieces: bounded memory, and no long pause
+    # swallows the next sentence's start.
+    whole_up_to = int(whole_seconds * SAMPLE_RATE)
     spans: List[Tuple[int, int]] = []
     start = 0
     while start < audio.size:
