@@ -585,7 +585,7 @@ def test_front_answers_unavailable_while_the_audio_budget_is_spent_and_serves_wh
     budget = front.model.front.pipeline.budget
     monkeypatch.setattr(budget, "wait_s", 0.3)
     hog = budget.claim()
-    hog.ensure((budget.units - 1) * (1 << 20))  # leaves 1 MB: 32 s of 16-bit samples
+    hog.ensure((budget.units - 1) * (1 << 20))  # leaves 1 MB: 16 s of float32 samples
     try:
         long_audio, _ = corpus.joined([corpus.JFK], min_seconds=60)
         waiting, short = front.execute([
