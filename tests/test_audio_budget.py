@@ -11,7 +11,7 @@ import soundfile
 
 import corpus
 from whisper_service import audio_budget
-from whisper_service.audio import PCM_SCALE, SAMPLE_RATE, decode_audio, decode_samples
+from whisper_service.audio import SAMPLE_RATE, decode_audio, decode_samples
 from whisper_service.audio_budget import UNIT, AudioBudget, budget_bytes, memory_limit_bytes
 from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.options import DecodeOptions, Limits
@@ -173,15 +173,14 @@ def test_the_pipeline_holds_its_claim_while_the_job_lives(tmp_path, fake_time):
 @pytest.mark.parametrize("piece_seconds", [17, 31])
 def test_vad_in_pieces_finds_what_it_finds_on_the_whole(vad, piece_seconds):
     """speech_spans reads long audio a piece at a time: on 120 s of joined speech in pieces
-    of 17 or 31 s (given 16-bit samples), every span of one float pass is found within 0.4 s, and
+    of 17 or 31 s every span of one float pass is found within 0.4 s, and
     what else is found is a blip under 0.3 s (the VAD's state starts afresh each piece)."""
     from whisper_service.windows import EVIDENCE_VAD, speech_spans
 
     parameters = EVIDENCE_VAD if vad else None
     audio, _ = corpus.joined(list(corpus.ALL), min_seconds=100)
-    pcm = np.clip(np.rint(audio * PCM_SCALE), -PCM_SCALE, PCM_SCALE - 1).astype(np.int16)
     whole = speech_spans(audio, parameters, piece_samples=audio.size)
-    pieces = speech_spans(pcm, parameters, piece_samples=piece_seconds * SAMPLE_RATE,
+    pieces = speech_spans(audio, parameters, piece_samples=piece_seconds * SAMPLE_RATE,
                           whole_seconds=0)
     unmatched = list(pieces)
     for a, b in whole:

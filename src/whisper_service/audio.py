@@ -25,7 +25,6 @@ import numpy as np
 from whisper_service.errors import InvalidAudioError, InvalidInputError, ServerBusyError
 
 SAMPLE_RATE = 16000
-PCM_SCALE = 32768.0
 # Called with the bytes the samples are about to need in all; raises to refuse.
 MemoryClaim = Callable[[int], None]
 # Outside this range a sample rate is a broken or hostile header, not a recording: below it,
@@ -62,13 +61,6 @@ _DEFAULT_FAILURE = "its headers are inconsistent or use unsupported parameters"
 def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
     """16 kHz mono float32 samples of an upload (decode_samples without a memory claim)."""
     return decode_samples(data, max_seconds)
-
-
-def pcm_to_float(samples: np.ndarray) -> np.ndarray:
-    """float32 in -1..1 from 16-bit PCM (float input is returned as it is)."""
-    if samples.dtype == np.int16:
-        return samples.astype(np.float32) * np.float32(1 / PCM_SCALE)
-    return samples
 
 
 def decode_samples(data: bytes, max_seconds: float, claim: Optional[MemoryClaim] = None

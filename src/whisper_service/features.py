@@ -7,7 +7,6 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from whisper_service.audio import pcm_to_float
 from whisper_service.windows import FRAME, WINDOW_SAMPLES, Window
 
 FRAMES_PER_WINDOW = 3000
@@ -41,7 +40,7 @@ class WindowFeatures:
         """
         keep = min(WINDOW_SAMPLES, audio.size + MARGIN_SAMPLES)
         padded = np.zeros(keep, dtype=np.float32)
-        padded[: audio.size] = pcm_to_float(audio)
+        padded[: audio.size] = audio
         mel = self.extractor(padded, padding=HOP)[:, :FRAMES_PER_WINDOW]
         if mel.shape[1] == FRAMES_PER_WINDOW:
             return mel

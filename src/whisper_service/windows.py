@@ -15,8 +15,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from whisper_service.audio import PCM_SCALE, pcm_to_float
-
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
 WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
@@ -96,12 +94,10 @@ def halves(window: Window) -> Tuple[Window, Window]:
 
 
 def _frame_rms(audio: np.ndarray) -> np.ndarray:
-    """RMS of each 20 ms frame, on the -1..1 scale whether the samples are float or 16-bit."""
-    scale = 1 / PCM_SCALE if audio.dtype == np.int16 else 1.0
     if audio.size < FRAME:
-        return scale * np.sqrt(np.mean(np.square(audio, dtype=np.float64), keepdims=True))
+        return np.sqrt(np.mean(np.square(audio, dtype=np.float64), keepdims=True))
     frames = audio[: audio.size - audio.size % FRAME].reshape(-1, FRAME)
-    return scale * np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    return np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -205,7 +201,7 @@ def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
     the next sentence's start. Each piece ends at the quietest point of its last seconds and
     is read from VAD_LEAD_IN_SECONDS before its start to VAD_READ_ON_SECONDS after its end, so
     that a span running over a cut ends where the VAD, reading on, ends it; spans that overlap
-    are joined. Pieces are converted to float one at a time (no float copy of hours of audio).
+    are joined. The VAD's own copies are of one piece, not of hours.
     """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
@@ -226,7 +222,7 @@ def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
         if audio.size > whole_up_to and audio.size - start > piece_samples:
             cut = quietest_cut(audio, start + piece_samples - search, start + piece_samples)
         read_from = max(0, start - lead_in)
-        piece = pcm_to_float(audio[read_from:min(audio.size, cut + read_on)])
+        piece = audio[read_from:min(audio.size, cut + read_on)]
         for ts in get_speech_timestamps(piece, options):
             begin, end = read_from + ts["start"], read_from + ts["end"]
             if end <= start:
