@@ -26,6 +26,7 @@ from whisper_service.audio_budget import AudioBudget
 from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
+from whisper_service.quality import text_weight
 from whisper_service.stitch import stitch
 from whisper_service.window_result import WindowResult
 from whisper_service.windows import (EVIDENCE_VAD, Window, halves, region_windows,
@@ -280,12 +281,6 @@ class Pipeline:
         for result in job.results:
             _finalise(result)
         return stitch(job.windows, job.results, job.options, job.duration, job.speech_seconds)
-
-
-def text_weight(text: str) -> int:
-    """Letters and digits, a CJK character counting three (it carries about a word)."""
-    return sum(3 if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" else 1
-               for ch in text if ch.isalnum())
 
 
 def _finalise(result: Optional[WindowResult]) -> None:

@@ -11,8 +11,9 @@ milliseconds with a fake decoder. Per batch of windows from many uploads:
 3. Windows that share beam size and temperature are decoded in one call; a failing call is
    retried window by window, so a failure belongs to the window that caused it.
 4. A packed window whose text is improbable, or whose words run across clips, gives its clips
-   back to be decoded alone (with temperature fallback); a clip that came back empty is packed
-   once more with the other such clips, then decoded alone.
+   back to be decoded alone (with temperature fallback), as does a clip whose text is too
+   repetitive or too sparse for its length; a clip that came back empty is packed once more
+   with the other such clips, then decoded alone.
 """
 
 from __future__ import annotations
@@ -201,6 +202,9 @@ def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
         result.compression_ratio = quality.compression_ratio(result.text.strip())
         if not result.segments:
             skipped.append(i)
+        elif quality.too_sparse_for_clip(result.text, num_frames[i] / packing.FRAMES_PER_SECOND):
+            log.info("packed decode said %r for a %.1f s clip; decoding it alone",
+                     result.text.strip()[:80], num_frames[i] / packing.FRAMES_PER_SECOND)
         elif not quality.too_repetitive(result.compression_ratio):
             kept[i] = result
     return kept, skipped
