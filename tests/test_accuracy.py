@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from whisper_service.quality import text_weight
+from whisper_service.text_weight import text_weight
 from whisper_triton import AsyncWhisperClient
 
 import evalset
@@ -40,7 +40,7 @@ MARGIN_SMALL_SETS = 0.07
 # 0.04 of WER in the measured runs (0.130 and 0.145 against 0.105).
 LONG_MARGIN = 0.05
 # A file in-process transcribes well must not lose its text served: saying under LOST_SHARE of
-# what in-process says (quality.text_weight: letters and digits, a CJK character as three) is lost
+# what in-process says (text_weight: letters and digits, a CJK character as three) is lost
 # speech, as in CI's "It is" for 3.4 s of "The Egyptian background of the bondage". Other words
 # of about the same length are packing noise, judged per language above: packed in random orders
 # on the engine (base, en given), "Hold on, hold fast. Hold out. Patience is genius." came back

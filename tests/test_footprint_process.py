@@ -1,5 +1,6 @@
-"""What a front process loads before its first upload: the VAD's ONNX Runtime session (about
-15 MB per process, and there are twenty fronts) only on first use."""
+"""What a front process loads: the VAD's ONNX Runtime session (about 15 MB per process, and
+there are twenty fronts) only on its first upload, and never CTranslate2, tokenizers or
+huggingface_hub (the faster_whisper package imports them all: about 8 MB more per process)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 PROGRAM = """
-import sys
+import os, sys
+os.environ["WHISPER_GPU_VISIBLE"] = "0"  # as the launcher tells the stubs
+import whisper_service.front
+from whisper_service.gpu import gpu_visible
+gpu_visible()
 from whisper_service.options import Limits
 from whisper_service.pipeline import Pipeline, warm_up
 pipeline = Pipeline(Limits(), 80)
@@ -22,11 +27,14 @@ import corpus
 from whisper_service.options import DecodeOptions
 job = pipeline.prepare(corpus.JFK.read_bytes(), DecodeOptions())
 print("after an upload", "onnxruntime" in sys.modules, len(job.to_send))
+print("model packages", sorted({m.split(".")[0] for m in sys.modules} & {
+    "faster_whisper", "ctranslate2", "tokenizers", "huggingface_hub"}))
 """
 
 
-def test_the_vad_is_loaded_on_the_first_upload_not_at_warm_up():
+def test_the_vad_is_loaded_on_the_first_upload_and_no_model_package_ever():
     out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "after warm-up False" in out, out
     assert "after an upload True 1" in out, out
+    assert "model packages []" in out, out

@@ -34,6 +34,7 @@ from typing import List, Optional
 from whisper_ops import preflight
 from whisper_ops.watchdog import RepositoryApi, StubWatchdog
 from whisper_service.engine_requests import SECRET_ENV
+from whisper_service.gpu import GPU_VISIBLE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = ROOT / "model_repository"
@@ -74,6 +75,8 @@ def backend_directory(target: Path) -> Path:
 
 def server_environment() -> dict:
     env = with_engine_secret(dict(os.environ))
+    # Asked once here, so that the 22 front processes need not import CTranslate2 to know.
+    env.setdefault(GPU_VISIBLE_ENV, "1" if preflight.gpu_visible() else "0")
     if installed_triton() is not None:
         return env  # the image's Triton finds its own libraries and Python packages
     libs = [

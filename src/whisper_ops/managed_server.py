@@ -119,6 +119,19 @@ class ManagedServer:
         pids = ([server] + _children(server)) if server else []
         return sum(_pss(pid) for pid in pids)
 
+    def pss_by_model(self) -> Dict[str, int]:
+        """PSS bytes per model's stub processes, and of tritonserver itself ("tritonserver")."""
+        server = self.server_pid()
+        if not server:
+            return {}
+        totals = {"tritonserver": _pss(server)}
+        for pid in _children(server):
+            args = _cmdline(pid).split(" ")
+            if args and args[0].endswith("triton_python_backend_stub") and len(args) > 1:
+                model = Path(args[1]).parent.parent.name
+                totals[model] = totals.get(model, 0) + _pss(pid)
+        return totals
+
     def stop(self, timeout: float = 60.0) -> int:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Optional, TextIO
 
+from whisper_service import gpu
 from whisper_service import settings as model_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,13 +39,9 @@ class PreflightError(Exception):
 
 
 def gpu_visible() -> bool:
-    """What model.py's fallback sees when Triton gives the engine no GPU instance."""
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # noqa: BLE001 - no CUDA runtime means no GPU
-        return False
+    """What model.py's fallback sees when Triton gives the engine no GPU instance (asked
+    here, whatever WHISPER_GPU_VISIBLE says)."""
+    return gpu.gpu_visible(env={})
 
 
 def engine_parameters(model_repository: Path) -> dict:

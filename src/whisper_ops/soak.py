@@ -44,7 +44,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0) -> dict:
+# Growth is judged from this far into the run: by then every front has taken uploads (and
+# loaded its VAD) and the engine has decoded full batches, so what grows after it is a leak.
+SETTLED_AFTER_S = 60
+
+
+async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
+               pss_by_model=lambda: {}) -> dict:
     rng = np.random.default_rng(0)
     clips = [(r, samples(r)) for r in ALL]
     deadline = time.monotonic() + args.seconds
@@ -53,6 +59,7 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0) -> dic
     latencies: List[float] = []
     memory_samples = [memory()]
     pss_samples = [pss()]
+    idle_by_model = pss_by_model()
     long_results: List[dict] = []
 
     async def client(number: int) -> None:
@@ -112,6 +119,7 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0) -> dic
     wall = time.monotonic() - started
     memory_samples.append(memory())
     pss_samples.append(pss())
+    settled = pss_samples[min(SETTLED_AFTER_S, len(pss_samples) - 1)]
     return {
         "clients": args.clients, "seconds": round(wall, 1), **counts,
         "errors": errors,
@@ -124,8 +132,17 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0) -> dic
         "server_pss_mib_start": round(pss_samples[0] / 2**20, 1),
         "server_pss_mib_end": round(pss_samples[-1] / 2**20, 1),
         "server_pss_mib_peak": round(max(pss_samples) / 2**20, 1),
+        f"server_pss_mib_after_{SETTLED_AFTER_S}s": round(settled / 2**20, 1),
+        f"server_pss_growth_after_{SETTLED_AFTER_S}s_percent":
+            round(100.0 * (pss_samples[-1] - settled) / settled, 1) if settled else None,
+        "server_pss_mib_by_model_start": _mib(idle_by_model),
+        "server_pss_mib_by_model_end": _mib(pss_by_model()),
         "long_uploads": long_results,
     }
+
+
+def _mib(by_model: dict) -> dict:
+    return {name: round(value / 2**20, 1) for name, value in sorted(by_model.items())}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -133,12 +150,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = None
     if args.http_url and args.grpc_url:
         http_url, grpc_url, memory, pss = args.http_url, args.grpc_url, (lambda: 0), (lambda: 0)
+        by_model = dict
     else:
         server = ManagedServer(env={"WHISPER_MODEL": args.model} if args.model else None).start()
         http_url, grpc_url = server.http_url, server.grpc_url
-        memory, pss = server.rss_bytes, server.pss_bytes
+        memory, pss, by_model = server.rss_bytes, server.pss_bytes, server.pss_by_model
     try:
-        report = asyncio.run(soak(args, http_url, grpc_url, memory, pss))
+        report = asyncio.run(soak(args, http_url, grpc_url, memory, pss, by_model))
         if server is not None:
             report["server_ready_after"] = server.is_ready()
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import numpy as np
-from faster_whisper.feature_extractor import FeatureExtractor
 
+from whisper_service.faster_whisper_files import feature_extractor_class
 from whisper_service.windows import FRAME, WINDOW_SAMPLES, Window
 
 FRAMES_PER_WINDOW = 3000
@@ -18,7 +18,8 @@ MARGIN_SAMPLES = 800
 
 class WindowFeatures:
     def __init__(self, n_mels: int):
-        self.extractor = FeatureExtractor(feature_size=n_mels)
+        # faster-whisper's own extractor, loaded without its package (see faster_whisper_files).
+        self.extractor = feature_extractor_class()(feature_size=n_mels)
         self.n_mels = n_mels
 
     def __call__(self, windows: Sequence[Window]) -> Tuple[np.ndarray, List[int]]:

@@ -25,6 +25,7 @@ from whisper_service import upload
 from whisper_service.engine_requests import SECRET_INPUT, engine_secret
 from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.gather import PreparationBoard
+from whisper_service.gpu import gpu_visible
 from whisper_service.memory import give_back_freed_memory
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
@@ -201,14 +202,6 @@ def rows(pb_utils: Any, request: Any) -> List[Dict[str, Any]]:
         for row, value in zip(result, values):
             row[name] = value.item() if isinstance(value, np.generic) else value
     return result
-
-
-def gpu_visible() -> bool:
-    try:
-        import ctranslate2
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # noqa: BLE001 - no CUDA runtime at all means no GPU
-        return False
 
 
 class _Cancelled(Exception):

@@ -26,8 +26,8 @@ from whisper_service.audio_budget import AudioBudget
 from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
 from whisper_service.options import DecodeOptions, Limits
-from whisper_service.quality import text_weight
 from whisper_service.stitch import stitch
+from whisper_service.text_weight import text_weight
 from whisper_service.window_result import WindowResult
 from whisper_service.windows import (EVIDENCE_VAD, Window, halves, region_windows,
                                      speech_regions, speech_seconds, speech_spans,

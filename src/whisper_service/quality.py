@@ -13,6 +13,8 @@ from typing import List, Sequence
 
 from faster_whisper.transcribe import get_compression_ratio
 
+from whisper_service.text_weight import text_weight
+
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
@@ -54,12 +56,6 @@ def needs_fallback(avg_logprob: float, no_speech_prob: float, ratio: float = 0.0
     if is_silence(no_speech_prob, avg_logprob):
         return False
     return too_repetitive(ratio) or avg_logprob < LOG_PROB_THRESHOLD
-
-
-def text_weight(text: str) -> int:
-    """Letters and digits, a CJK character counting three (it carries about a word)."""
-    return sum(3 if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" else 1
-               for ch in text if ch.isalnum())
 
 
 def too_sparse_for_clip(text: str, seconds: float) -> bool:

@@ -193,7 +193,7 @@ def _packed(audio: np.ndarray, pieces: List[Tuple[int, int]]) -> Window:
 def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
                  piece_samples: int = VAD_PIECE_SECONDS * SAMPLE_RATE,
                  whole_seconds: float = VAD_WHOLE_SECONDS) -> List[Tuple[int, int]]:
-    """Speech sample ranges found by faster-whisper's Silero VAD.
+    """Speech sample ranges found by the Silero VAD (as faster-whisper runs it, see vad).
 
     The VAD reads the audio in short pieces, each from a fresh state. Measured on speech after
     room noise (-50 dBFS, Opus): after 25 s or more of noise in one pass, Silero missed the
@@ -203,9 +203,9 @@ def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
     that a span running over a cut ends where the VAD, reading on, ends it; spans that overlap
     are joined. The VAD's own copies are of one piece, not of hours.
     """
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from whisper_service.vad import speech_timestamps  # ONNX Runtime: loaded on first use
 
-    options = VadOptions(**(vad_parameters or {}))
+    options = vad_parameters or {}
     search = int(SEARCH_SECONDS * SAMPLE_RATE)
     lead_in = int(VAD_LEAD_IN_SECONDS * SAMPLE_RATE)
     read_on = int(VAD_READ_ON_SECONDS * SAMPLE_RATE)
@@ -223,8 +223,8 @@ def speech_spans(audio: np.ndarray, vad_parameters: Optional[dict] = None,
             cut = quietest_cut(audio, start + piece_samples - search, start + piece_samples)
         read_from = max(0, start - lead_in)
         piece = audio[read_from:min(audio.size, cut + read_on)]
-        for ts in get_speech_timestamps(piece, options):
-            begin, end = read_from + ts["start"], read_from + ts["end"]
+        for piece_start, piece_end in speech_timestamps(piece, **options):
+            begin, end = read_from + piece_start, read_from + piece_end
             if end <= start:
                 continue  # the previous piece's
             if begin >= cut:
