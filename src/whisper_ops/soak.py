@@ -58,8 +58,19 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
     errors: dict = {}
     latencies: List[float] = []
     memory_samples = [memory()]
-    pss_samples = [pss()]
     idle_by_model = pss_by_model()
+    pss_samples = [sum(idle_by_model.values()) if idle_by_model else pss()]
+    peak_by_model = dict(idle_by_model)
+    at_peak = dict(idle_by_model)
+
+    def sample_pss() -> None:
+        by_model = pss_by_model()
+        pss_samples.append(sum(by_model.values()) if by_model else pss())
+        for name, value in by_model.items():
+            peak_by_model[name] = max(value, peak_by_model.get(name, 0))
+        if pss_samples[-1] >= max(pss_samples):
+            at_peak.clear()
+            at_peak.update(by_model)
     long_results: List[dict] = []
 
     async def client(number: int) -> None:
@@ -103,7 +114,7 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
         while time.monotonic() < deadline or not long_done.is_set():
             await asyncio.sleep(1)
             memory_samples.append(memory())
-            pss_samples.append(pss())
+            sample_pss()
 
     async def long_uploads() -> None:
         if args.long_uploads:
@@ -118,7 +129,7 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
     await asyncio.gather(sampler(), long_uploads(), *(client(i) for i in range(args.clients)))
     wall = time.monotonic() - started
     memory_samples.append(memory())
-    pss_samples.append(pss())
+    sample_pss()
     settled = pss_samples[min(SETTLED_AFTER_S, len(pss_samples) - 1)]
     return {
         "clients": args.clients, "seconds": round(wall, 1), **counts,
@@ -136,6 +147,8 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
         f"server_pss_growth_after_{SETTLED_AFTER_S}s_percent":
             round(100.0 * (pss_samples[-1] - settled) / settled, 1) if settled else None,
         "server_pss_mib_by_model_start": _mib(idle_by_model),
+        "server_pss_mib_by_model_at_peak": _mib(at_peak),
+        "server_pss_mib_by_model_peak": _mib(peak_by_model),
         "server_pss_mib_by_model_end": _mib(pss_by_model()),
         "long_uploads": long_results,
     }
