@@ -1,6 +1,7 @@
 """What a front process loads: the VAD's ONNX Runtime session (about 15 MB per process, and
 there are twenty fronts) only on its first upload, and never CTranslate2, tokenizers or
-huggingface_hub (the faster_whisper package imports them all: about 8 MB more per process)."""
+huggingface_hub (the faster_whisper package imports them all: about 8 MB more per process),
+nor soundfile (about 2 MB)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+import corpus
 
 pytestmark = pytest.mark.slow
 
@@ -22,19 +25,18 @@ from whisper_service.pipeline import Pipeline, warm_up
 pipeline = Pipeline(Limits(), 80)
 warm_up(pipeline)
 print("after warm-up", "onnxruntime" in sys.modules)
-sys.path.insert(0, "tests")
-import corpus
 from whisper_service.options import DecodeOptions
-job = pipeline.prepare(corpus.JFK.read_bytes(), DecodeOptions())
+with open(sys.argv[1], "rb") as upload:
+    job = pipeline.prepare(upload.read(), DecodeOptions())
 print("after an upload", "onnxruntime" in sys.modules, len(job.to_send))
 print("model packages", sorted({m.split(".")[0] for m in sys.modules} & {
-    "faster_whisper", "ctranslate2", "tokenizers", "huggingface_hub"}))
+    "faster_whisper", "ctranslate2", "tokenizers", "huggingface_hub", "soundfile"}))
 """
 
 
 def test_the_vad_is_loaded_on_the_first_upload_and_no_model_package_ever():
-    out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", PROGRAM, str(corpus.JFK.path)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
     assert "after warm-up False" in out, out
     assert "after an upload True 1" in out, out
     assert "model packages []" in out, out
