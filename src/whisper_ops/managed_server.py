@@ -97,14 +97,10 @@ class ManagedServer:
 
     def stub_pids(self, model: Optional[str] = None) -> List[int]:
         """pids of the Python-backend stub processes (of one model, if named)."""
-        stubs = []
         server = self.server_pid()
-        for pid in _children(server) if server else []:
-            args = _cmdline(pid).split(" ")
-            if args and args[0].endswith("triton_python_backend_stub") and len(args) > 1:
-                if model is None or Path(args[1]).parent.parent.name == model:
-                    stubs.append(pid)
-        return stubs
+        served = [(pid, _stub_model(pid)) for pid in (_children(server) if server else [])]
+        return [pid for pid, name in served
+                if name is not None and (model is None or name == model)]
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and all its stubs."""
@@ -126,9 +122,8 @@ class ManagedServer:
             return {}
         totals = {"tritonserver": _pss(server)}
         for pid in _children(server):
-            args = _cmdline(pid).split(" ")
-            if args and args[0].endswith("triton_python_backend_stub") and len(args) > 1:
-                model = Path(args[1]).parent.parent.name
+            model = _stub_model(pid)
+            if model is not None:
                 totals[model] = totals.get(model, 0) + _pss(pid)
         return totals
 
@@ -155,6 +150,14 @@ def _children(pid: int) -> List[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def _stub_model(pid: int) -> Optional[str]:
+    """The model a Python-backend stub process serves (its model.py's folder), else None."""
+    args = _cmdline(pid).split(" ")
+    if args and args[0].endswith("triton_python_backend_stub") and len(args) > 1:
+        return Path(args[1]).parent.parent.name
+    return None
 
 
 def _cmdline(pid: int) -> str:
