@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -113,7 +114,9 @@ def test_translation_and_languages(stack):
     assert chinese.language == "chinese" and chinese.text
     english = client.audio.translations.create(model="whisper-1", file=AISHELL.path.open("rb"),
                                                response_format="verbose_json")
-    assert english.language == "english" and english.text.isascii() and english.text.strip()
+    # Sampled fallbacks sometimes transcribe instead of translating: those count as failed.
+    assert english.language == "english" and english.text.strip()
+    assert not re.search("[\u3040-\u9fff]", english.text), english.text
     assert client.audio.translations.create(model="whisper", file=JFK.path.open("rb"),
                                             response_format="text").strip()
 

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pytest
 
-from whisper_service import continuation, packing
+from whisper_service import continuation, packing, quality
 from whisper_service.decoding import BatchLayout, DecodeWindow
 from whisper_service.errors import InvalidInputError
 from whisper_service.options import DecodeOptions
@@ -33,10 +33,12 @@ class FakeDecoder:
     """Says " clip<id>" for every clip it finds, like a decoder that hears each upload."""
 
     def __init__(self, multilingual: bool = True, skipped_in_packs=(), failing=(),
-                 improbable_packs: bool = False, cut_short_in_packs=()):
+                 improbable_packs: bool = False, cut_short_in_packs=(),
+                 untranslated_in_packs=()):
         self.multilingual = multilingual
         self.skipped_in_packs = set(skipped_in_packs)
         self.cut_short_in_packs = set(cut_short_in_packs)
+        self.untranslated_in_packs = set(untranslated_in_packs)
         self.failing = set(failing)
         self.improbable_packs = improbable_packs
         self.calls: List[tuple] = []  # (clip ids per window, fallback, thread name)
@@ -70,6 +72,8 @@ class FakeDecoder:
             # About what a reader says: 12 letters a second.
             cut_short = packed and clip_id in self.cut_short_in_packs
             words = "" if cut_short else " said it" * (length // 100)
+            if packed and clip_id in self.untranslated_in_packs:
+                words = "甚至出现交易" * (length // 100)
             segments.append(WindowSegment(start / 100, (start + length) / 100,
                                           f" clip{clip_id}{words}"))
         logprob = -2.0 if packed and self.improbable_packs else -0.2
@@ -157,6 +161,40 @@ def test_short_clips_are_not_judged_sparse():
                                                      [DecodeOptions(language="en")] * 2)
     assert [o.text.strip() for o in outcomes] == ["clip1 said it said it", "clip2"]
     assert len(decoder.calls) == 1
+
+
+def test_a_packed_translation_that_came_back_untranslated_is_decoded_alone():
+    decoder = FakeDecoder(untranslated_in_packs={2})
+    features, frames = _batch([1, 2, 3])
+    outcomes = Scheduler(decoder).transcribe_windows(
+        features, frames, [DecodeOptions(language="zh", task="translate")] * 3)
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3"]
+    assert [(ids, fallback) for ids, fallback, _ in decoder.calls] == [
+        ([[1, 2, 3]], False), ([[2]], True)]
+
+
+@pytest.mark.parametrize("text, task, off", [
+    ("甚至出现交易几乎停滞的情况", "translate", True),
+    ("even点儿出现交易几乎停治的情况", "translate", True),
+    ("Even the trading almost stopped.", "translate", False),
+    ("Müller said «ça va» in São Paulo.", "translate", False),
+    ("They call it 市场 in Beijing.", "translate", False),
+    ("1, 2, 3.", "translate", False),
+    ("", "translate", False),
+    ("甚至出现交易几乎停滞的情况", "transcribe", False),
+])
+def test_a_translation_must_be_written_in_latin_letters(text, task, off):
+    assert quality.off_target(text, task) is off
+
+
+def test_the_best_failed_attempt_is_a_translation_in_english_when_there_is_one():
+    chinese = Attempt([1], -1.2, 0.0, 0.8, 1.0, off_target=True)
+    english = Attempt([2], -1.5, 0.0, 1.1, 0.0)
+    repetitive = Attempt([3], -0.5, 0.0, 3.0, 0.2)
+    assert quality.best_attempt([chinese, english, repetitive]) is english
+    assert quality.best_attempt([chinese, repetitive]) is chinese
+    assert quality.needs_fallback(-0.2, 0.0, 1.0, wrong_language=True)
+    assert not quality.needs_fallback(-0.2, 0.0, 1.0)
 
 
 def test_a_failing_window_fails_alone():

@@ -113,7 +113,7 @@ class WhisperDecoder:
         languages = self._languages(encoder_output, options)
         tokenizers = [self.tokenizer(lang, o.task) for (lang, _, _), o in zip(languages, options)]
         prompts = [self._prompt(tok, o) for tok, o in zip(tokenizers, options)]
-        attempts = self._generate_with_fallback(encoder_output, prompts, tokenizers, options[0],
+        attempts = self._generate_with_fallback(encoder_output, prompts, tokenizers, options,
                                                 fallback)
         clip_starts = [[o / packing.FRAMES_PER_SECOND for o in packing.offsets(w.clip_frames)[1:]]
                        if w.clip_frames else [] for w in windows]
@@ -189,8 +189,9 @@ class WhisperDecoder:
         )
 
     def _generate_with_fallback(self, encoder_output, prompts: List[List[int]],
-                                tokenizers: List[Tokenizer], opts: DecodeOptions,
+                                tokenizers: List[Tokenizer], options: Sequence[DecodeOptions],
                                 fallback: bool = True) -> List[Attempt]:
+        opts = options[0]  # beam size and temperature are the batch's (generation_key)
         pending = list(range(len(prompts)))
         attempts: List[List[Attempt]] = [[] for _ in prompts]
         final: List[Optional[Attempt]] = [None] * len(prompts)
@@ -201,10 +202,10 @@ class WhisperDecoder:
                                      temperature)
             still = []
             for i, out in zip(pending, outputs):
-                attempt = _attempt(out, tokenizers[i], temperature)
+                attempt = _attempt(out, tokenizers[i], temperature, options[i].task)
                 attempts[i].append(attempt)
                 if quality.needs_fallback(attempt.avg_logprob, attempt.no_speech_prob,
-                                          attempt.compression_ratio):
+                                          attempt.compression_ratio, attempt.off_target):
                     still.append(i)
                 else:
                     final[i] = attempt
@@ -264,13 +265,13 @@ class WhisperDecoder:
                                      for w in aligned.get("words", [])]
 
 
-def _attempt(output, tokenizer: Tokenizer, temperature: float) -> Attempt:
+def _attempt(output, tokenizer: Tokenizer, temperature: float, task: str) -> Attempt:
     tokens = output.sequences_ids[0]
     # CTranslate2 returns the cumulative log-probability normalised by length.
     avg_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
     text = tokenizer.decode(tokens).strip()
     return Attempt(tokens, float(avg_logprob), float(output.no_speech_prob),
-                   quality.compression_ratio(text), temperature)
+                   quality.compression_ratio(text), temperature, quality.off_target(text, task))
 
 
 def _take(encoder_output, indices: List[int], batch: int):

@@ -8,6 +8,7 @@ defaults for transcribe(), so that quality matches it.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -36,6 +37,8 @@ class Attempt:
     no_speech_prob: float
     compression_ratio: float
     temperature: float
+    off_target: bool = False
+    """A translation that is not in English (see off_target)."""
 
 
 def compression_ratio(text: str) -> float:
@@ -51,11 +54,27 @@ def too_repetitive(ratio: float) -> bool:
     return ratio > COMPRESSION_RATIO_THRESHOLD
 
 
-def needs_fallback(avg_logprob: float, no_speech_prob: float, ratio: float = 0.0) -> bool:
+def needs_fallback(avg_logprob: float, no_speech_prob: float, ratio: float = 0.0,
+                   wrong_language: bool = False) -> bool:
     """Whether to decode again at the next temperature (never for silence)."""
     if is_silence(no_speech_prob, avg_logprob):
         return False
-    return too_repetitive(ratio) or avg_logprob < LOG_PROB_THRESHOLD
+    return too_repetitive(ratio) or wrong_language or avg_logprob < LOG_PROB_THRESHOLD
+
+
+def off_target(text: str, task: str) -> bool:
+    """Whether a translation came back in another script than English's.
+
+    Whisper translates into English only, yet small models sometimes sample a transcript of
+    Mandarin speech instead ("甚至出现交易..." for a translation); such an attempt counts as
+    failed, like a repetitive one. Most letters must be Latin: names and loanwords keep
+    their accents, and a stray character of another script is tolerated.
+    """
+    if task != "translate":
+        return False
+    letters = [ch for ch in text if ch.isalpha()]
+    foreign = sum(1 for ch in letters if not unicodedata.name(ch, "").startswith("LATIN"))
+    return foreign * 2 > len(letters)
 
 
 def too_sparse_for_clip(text: str, seconds: float) -> bool:
@@ -76,6 +95,8 @@ def temperature_schedule(first: float) -> List[float]:
 
 
 def best_attempt(attempts: Sequence[Attempt]) -> Attempt:
-    """When every temperature failed: the most probable attempt that is not repetitive."""
-    good = [a for a in attempts if not too_repetitive(a.compression_ratio)]
+    """When every temperature failed: the most probable attempt that is not repetitive and,
+    for a translation, is in English; failing that, one that is not repetitive."""
+    good = [a for a in attempts if not too_repetitive(a.compression_ratio) and not a.off_target]
+    good = good or [a for a in attempts if not too_repetitive(a.compression_ratio)]
     return max(good or attempts, key=lambda a: a.avg_logprob)

@@ -205,6 +205,9 @@ def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
         elif quality.too_sparse_for_clip(result.text, num_frames[i] / packing.FRAMES_PER_SECOND):
             log.info("packed decode said %r for a %.1f s clip; decoding it alone",
                      result.text.strip()[:80], num_frames[i] / packing.FRAMES_PER_SECOND)
+        elif quality.off_target(result.text, options[i].task):
+            log.info("packed translation came back as %r; decoding the clip alone",
+                     result.text.strip()[:80])
         elif not quality.too_repetitive(result.compression_ratio):
             kept[i] = result
     return kept, skipped
