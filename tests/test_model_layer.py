@@ -84,6 +84,15 @@ def front(engine):
     loaded.finalize()
 
 
+@pytest.fixture(scope="module")
+def sectioned_front(engine):
+    """The front with sections of 60 s: long uploads in a few seconds of audio."""
+    loaded = stub.load_model("whisper", parameters={**FRONT_PARAMETERS,
+                                                    "upload_section_seconds": "60"}, serve=False)
+    yield loaded
+    loaded.finalize()
+
+
 @pytest.fixture(autouse=True)
 def nothing_triton_would_refuse():
     stub.clear_violations()
@@ -601,3 +610,24 @@ def test_front_answers_unavailable_while_the_audio_budget_is_spent_and_serves_wh
     [answered] = front.execute([audio_request(corpus.encode(long_audio, "flac"))])
     assert "ask not what your country" in transcript(answered)[0].lower()
     assert budget.held_here() == 0
+
+
+def test_the_front_transcribes_a_long_upload_section_by_section(sectioned_front):
+    """An upload of four sections: each copy of the speech is transcribed once, at its own
+    time in the upload, and the answer is one transcription."""
+    from test_long_uploads import _speech_with_pauses
+    audio, offsets = _speech_with_pauses(10)  # 170 s; sections of about 60 s
+    request = audio_request(corpus.encode(audio, "flac"), LANGUAGE="en")
+    (response,) = sectioned_front.execute([request])
+    assert not response.has_error(), response.error().message()
+    result = json.loads(response.output("RESULT")[0, 0])
+    assert result["duration"] == pytest.approx(audio.size / corpus.SAMPLE_RATE, abs=0.05)
+    segments = result["segments"]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
+    found = 0
+    for offset in offsets:
+        near = " ".join(s["text"] for s in segments if s["end"] > offset and s["start"] < offset + 11)
+        found += "fellow americans" in near.lower()
+    assert found == len(offsets), result["text"]
+    assert result["text"].lower().count("ask not") == len(offsets)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
@@ -71,6 +71,25 @@ def decode_samples(data: bytes, max_seconds: float, claim: Optional[MemoryClaim]
     Never touches the file system or the network: the bytes are wrapped in a BytesIO and no
     nested input may be opened, so nothing in a request can name a path or an address.
     """
+    return next(_decoded(data, max_seconds, claim, None))
+
+
+def decode_blocks(data: bytes, max_seconds: float, block_samples: int,
+                  claim: Optional[MemoryClaim] = None) -> Iterator[np.ndarray]:
+    """decode_samples in consecutive blocks of `block_samples` (the last one shorter), each
+    decoded only when the caller asks for it: hours of audio never sit in memory at once.
+
+    The caller lets go of a block before asking for the next; the claim covers the block being
+    filled and the one handed out. Refusals found late (too long, truncated) come after the
+    blocks before them.
+    """
+    if block_samples <= 0:
+        raise ValueError("block_samples must be positive")
+    return _decoded(data, max_seconds, claim, block_samples)
+
+
+def _decoded(data: bytes, max_seconds: float, claim: Optional[MemoryClaim],
+             block_samples: Optional[int]) -> Iterator[np.ndarray]:
     if not data:
         raise InvalidAudioError("AUDIO is empty: send the bytes of an audio file.", "empty_audio")
     _check_headers(data)
@@ -91,10 +110,14 @@ def decode_samples(data: bytes, max_seconds: float, claim: Optional[MemoryClaim]
             if (container.format.name in EXACT_DURATION_FORMATS
                     and declared_seconds > max_seconds + 1.0):
                 raise _too_long(max_seconds, declared_seconds)
-            decoder = _Decoder(max_samples, max_seconds, declared_seconds, claim)
+            decoder = _Decoder(max_samples, max_seconds, declared_seconds, claim, block_samples)
             for frame in _frames(container, stream):
                 decoder.add(frame)
+                while decoder.full:
+                    yield decoder.full.pop(0)
             decoder.flush()
+            while decoder.full:
+                yield decoder.full.pop(0)
     except (InvalidAudioError, ServerBusyError):
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError, ArithmeticError,
@@ -106,9 +129,9 @@ def decode_samples(data: bytes, max_seconds: float, claim: Optional[MemoryClaim]
             "MP3, OGG or M4A file.",
             "undecodable_audio",
         ) from exc
-    audio = decoder.samples()
-    _refuse_truncated(declared_seconds, audio.size / SAMPLE_RATE)
-    return audio
+    _refuse_truncated(declared_seconds, decoder.total / SAMPLE_RATE)
+    if block_samples is None or decoder.filled or not decoder.handed_out:
+        yield decoder.samples()
 
 
 class _Decoder:
@@ -121,12 +144,20 @@ class _Decoder:
     """
 
     def __init__(self, max_samples: int, max_seconds: float, declared_seconds: float,
-                 claim: Optional[MemoryClaim]):
+                 claim: Optional[MemoryClaim], block_samples: Optional[int] = None):
         self.max_samples, self.max_seconds = max_samples, max_seconds
         self.claim = claim or (lambda nbytes: None)
+        self.block = block_samples or max_samples
         self.expected = min(max_samples, int(declared_seconds * 1.01 * SAMPLE_RATE) + SAMPLE_RATE)
         self.buffer = np.empty(0, dtype=np.float32)
+        self.filled = 0
+        """Samples in the buffer being filled."""
         self.total = 0
+        """Samples decoded in all."""
+        self.full: List[np.ndarray] = []
+        """Blocks filled up and not yet handed out."""
+        self.handed_out = 0
+        """Bytes of the largest block handed out: still held by the caller while the next fills."""
         self.resampler = None
         self.setup: Optional[Tuple[str, str, int]] = None
 
@@ -149,34 +180,47 @@ class _Decoder:
 
     def _append(self, frame) -> None:
         samples = frame.to_ndarray().reshape(-1)
-        end = self.total + samples.size
-        if end > self.max_samples:
+        if self.total + samples.size > self.max_samples:
             raise _too_long(self.max_seconds)
         _checked_peak(samples)
-        if end > self.buffer.size:
-            self._grow(end)
-        self.buffer[self.total:end] = samples
-        self.total = end
+        self.total += samples.size
+        while samples.size:
+            if self.filled == self.block:
+                # A block is full: it goes to the caller, and the next one starts empty.
+                self.full.append(self.buffer)
+                self.handed_out = max(self.handed_out, 4 * self.buffer.size)
+                self.buffer, self.filled = np.empty(0, dtype=np.float32), 0
+            end = min(self.block, self.filled + samples.size)
+            if end > self.buffer.size:
+                self._grow(end)
+            taken = end - self.filled
+            self.buffer[self.filled:end] = samples[:taken]
+            self.filled, samples = end, samples[taken:]
+        if self.filled == self.block and self.block < self.max_samples:
+            self.full.append(self.buffer)
+            self.handed_out = max(self.handed_out, 4 * self.buffer.size)
+            self.buffer, self.filled = np.empty(0, dtype=np.float32), 0
 
     def _grow(self, needed: int) -> None:
         if not self.buffer.size and self.expected >= needed:
             capacity = self.expected
         else:
             capacity = max(needed, int(self.buffer.size * 1.25) + 60 * SAMPLE_RATE)
-        capacity = min(capacity, self.max_samples)
+        capacity = min(capacity, self.block, self.max_samples)
         # Old and new buffer exist together while the samples are copied.
-        self.claim(4 * (self.buffer.size + capacity))
+        self.claim(self.handed_out + 4 * (self.buffer.size + capacity))
         grown = np.empty(capacity, dtype=np.float32)
-        grown[:self.total] = self.buffer[:self.total]
+        grown[:self.filled] = self.buffer[:self.filled]
         self.buffer = grown
-        self.claim(4 * capacity)
+        self.claim(self.handed_out + 4 * capacity)
 
     def samples(self) -> np.ndarray:
-        if self.buffer.size - self.total > SAMPLE_RATE * 30:
+        """The samples of the buffer being filled (the whole upload, without blocks)."""
+        if self.buffer.size - self.filled > SAMPLE_RATE * 30:
             # Declared far longer than it was (or grown past the end): keep only the samples.
-            self.buffer = self.buffer[:self.total].copy()
-            self.claim(4 * self.buffer.size)
-        return self.buffer[:self.total]
+            self.buffer = self.buffer[:self.filled].copy()
+            self.claim(self.handed_out + 4 * self.buffer.size)
+        return self.buffer[:self.filled]
 
 
 def _checked_peak(samples: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from whisper_triton.options import OPTIONS
 from whisper_triton.result import Transcription
 
 from whisper_service import settings as model_settings
-from whisper_service import upload
+from whisper_service import sections, upload
 from whisper_service.engine_requests import SECRET_INPUT, engine_secret
 from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.gather import PreparationBoard
@@ -34,6 +34,8 @@ from whisper_service.window_result import WindowResult
 
 # The optional inputs, as the one options schema names them (config.pbtxt declares the same).
 OPTIONAL_INPUTS = tuple(option.tensor for option in OPTIONS)
+# Shorter sections would cut long uploads into pieces with too little context for Whisper.
+MIN_UPLOAD_SECTION_SECONDS = 60.0
 INTERNAL_MESSAGE = "internal error while transcribing; see the server log"
 log = logging.getLogger("whisper")
 
@@ -68,6 +70,13 @@ class Front:
         # The engine answers only callers that present tritonserver's WHISPER_ENGINE_SECRET.
         self.engine_secret = engine_secret(os.environ)
         self.pipeline = Pipeline.for_server(self.limits, chosen.n_mels)
+        self.pipeline.section_seconds = float(
+            params.get("upload_section_seconds", str(self.pipeline.section_seconds)))
+        if self.pipeline.section_seconds < MIN_UPLOAD_SECTION_SECONDS:
+            raise ValueError(f"upload_section_seconds must be at least "
+                             f"{MIN_UPLOAD_SECTION_SECONDS:g}")
+        self.pipeline.section_slack_seconds = min(
+            self.pipeline.section_slack_seconds, self.pipeline.section_seconds / 4)
         warm_up(self.pipeline)
         self.metrics = SpeechMetrics(pb_utils, model=args["model_name"])
         self.n_mels = chosen.n_mels
@@ -109,16 +118,8 @@ class Front:
             transcriptions = []
             for row in rows(pb, request):
                 options = parse_options(row, self.limits)
-                # In a worker thread: decoding hours of audio, or waiting for the server's
-                # decoded-audio budget, holds up no other upload of this instance.
-                job = await self.pipeline.prepare_async(row["AUDIO"], options)
-                self.metrics.vad_removed(job.vad_removed_seconds)
-                try:
-                    transcription = await transcriber(self, request, job)
-                except upload.Cancelled:
-                    raise _Cancelled() from None
-                self.metrics.speech_without_text(job.windows_without_text)
-                transcriptions.append(transcription)
+                transcriptions.append(
+                    await self._transcribe_upload(request, row["AUDIO"], options, transcriber))
         except InvalidInputError as exc:
             self.metrics.error(exc.reason)
             return self.error_response(str(exc), pb.TritonError.INVALID_ARG)
@@ -139,6 +140,38 @@ class Front:
         audio_seconds = sum(t.duration for t in transcriptions)
         self.metrics.done(transcriptions, time.perf_counter() - started, audio_seconds)
         return self.result_response(transcriptions)
+
+    async def _transcribe_upload(self, request: Any, data: bytes, options, transcriber
+                                 ) -> Transcription:
+        """One upload, section by section (Pipeline.sections: one section unless it is long)."""
+        sections_of_upload = self.pipeline.sections(data, options)
+        parts, duration, speech = [], 0.0, None
+        try:
+            while True:
+                # In a worker thread: decoding, or waiting for the server's decoded-audio
+                # budget, holds up no other upload of this instance.
+                section = await self.pipeline.next_section(sections_of_upload)
+                if section is None:
+                    break
+                job = section.job
+                self.metrics.vad_removed(job.vad_removed_seconds)
+                try:
+                    part = await transcriber(self, request, job)
+                except upload.Cancelled:
+                    raise _Cancelled() from None
+                self.metrics.speech_without_text(job.windows_without_text)
+                parts.append(sections.shifted(part, section.offset))
+                duration = section.offset + job.duration
+                if job.speech_seconds is not None:
+                    speech = (speech or 0.0) + job.speech_seconds
+                # Let go of the section's samples before the next one is decoded.
+                del section, job
+        finally:
+            try:
+                sections_of_upload.close()
+            except ValueError:  # still decoding in its thread: it is released when done
+                pass
+        return sections.joined(parts, options, duration, speech)
 
     def result_response(self, transcriptions: List[Transcription]) -> Any:
         pb = self.pb

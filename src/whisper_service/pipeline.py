@@ -21,17 +21,19 @@ import numpy as np
 
 from whisper_triton.result import Transcription
 
-from whisper_service.audio import SAMPLE_RATE, decode_samples
+from whisper_service.audio import SAMPLE_RATE, decode_blocks, decode_samples
 from whisper_service.audio_budget import AudioBudget
 from whisper_service.errors import InvalidAudioError
 from whisper_service.features import WindowFeatures
+from whisper_service.memory import give_back_freed_memory
 from whisper_service.options import DecodeOptions, Limits
 from whisper_service.stitch import stitch
 from whisper_service.text_weight import text_weight
 from whisper_service.window_result import WindowResult
-from whisper_service.windows import (EVIDENCE_VAD, Window, halves, region_windows,
-                                     speech_regions, speech_seconds, speech_spans,
-                                     speech_windows, tail)
+from whisper_service.windows import (EVIDENCE_VAD, Window, halves, quietest_cut,
+                                     region_windows, speech_regions, speech_seconds,
+                                     speech_spans, speech_windows, tail,
+                                     VAD_WHOLE_SECONDS)
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +101,42 @@ class Job:
         return 0.0 if self.speech_seconds is None else max(0.0, self.duration - self.speech_seconds)
 
 
+# Uploads of SECTION_SECONDS or more are decoded and transcribed a section at a time
+# (Pipeline.sections): about SECTION_SECONDS each, cut at a pause of at
+# least MIN_SECTION_PAUSE_SECONDS (else the quietest point) in the last SECTION_SLACK_SECONDS.
+# Ten minutes of float32 samples are 38 MB; the VAD reads up to 15 minutes in one pass
+# (windows.VAD_WHOLE_SECONDS), so a section's VAD is what a whole upload that long gets.
+SECTION_SECONDS = 600.0
+SECTION_SLACK_SECONDS = 60.0
+MIN_SECTION_PAUSE_SECONDS = 0.5
+
 # Uploads one front process prepares at once (decoding, VAD, cutting) in its worker threads.
 PREPARE_THREADS = 8
 
 
+@dataclass
+class Section:
+    """One section of an upload (Pipeline.sections): its job, and where it starts."""
+    offset: float
+    job: Job
+
+
+def section_cut(audio: np.ndarray, lo: int) -> int:
+    """Where a section ends: in the middle of the longest pause the VAD finds in audio[lo:]
+    (its edges count), or at the quietest point there when it hears no pause."""
+    spans = speech_spans(audio[lo:], EVIDENCE_VAD)
+    edges = [0] + [x for span in spans for x in span] + [audio.size - lo]
+    gaps = [(edges[i + 1] - edges[i], edges[i], edges[i + 1]) for i in range(0, len(edges), 2)]
+    length, start, end = max(gaps)
+    if length >= MIN_SECTION_PAUSE_SECONDS * SAMPLE_RATE:
+        return lo + (start + end) // 2
+    return quietest_cut(audio, lo, audio.size)
+
+
 class Pipeline:
+    section_seconds = SECTION_SECONDS
+    section_slack_seconds = SECTION_SLACK_SECONDS
+
     def __init__(self, limits: Limits, n_mels: int, budget: Optional[AudioBudget] = None):
         self.limits = limits
         self.features = WindowFeatures(n_mels)
@@ -120,22 +153,24 @@ class Pipeline:
         return cls(limits, n_mels, budget)
 
     async def prepare_async(self, data: bytes, options: DecodeOptions) -> Job:
+        return await self._in_thread(self.prepare, data, options)
+
+    async def next_section(self, sections: Iterator[Section]) -> Optional[Section]:
+        """The next section of `sections` (see sections()), decoded in a worker thread."""
+        return await self._in_thread(next, sections, None)
+
+    async def _in_thread(self, function, *args):
         if self._threads is None:
             self._threads = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._threads, self.prepare, data, options)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     def prepare(self, data: bytes, options: DecodeOptions) -> Job:
-        if len(data) > self.limits.max_audio_bytes:
-            raise InvalidAudioError(
-                f"AUDIO has {len(data)} bytes; the limit is {self.limits.max_audio_bytes}. "
-                "Send a compressed format (FLAC, MP3, OGG) or split the file.",
-                "audio_too_large",
-            )
+        """The whole upload as one job, however long (sections() bounds the memory)."""
+        self._check_size(data)
         claim = self.budget.claim() if self.budget is not None else None
         try:
             audio = decode_samples(data, self.limits.max_audio_seconds,
-                                 claim.ensure if claim is not None else None)
+                                   claim.ensure if claim is not None else None)
         except BaseException:
             if claim is not None:
                 claim.release()
@@ -143,21 +178,99 @@ class Pipeline:
         if claim is not None:
             # Held while any window still refers to the samples.
             claim.release_with(audio if audio.base is None else audio.base)
+        return self.job(audio, options)
+
+    def sections(self, data: bytes, options: DecodeOptions) -> Iterator[Section]:
+        """The upload as consecutive jobs, each decoded when the caller asks for it: a long
+        upload never sits in memory whole (4 h of float32 samples are 922 MB).
+
+        An upload shorter than SECTION_SECONDS is one job, the same one prepare() gives.
+        Longer ones are decoded SECTION_SECONDS at a time; each section (what the last one left
+        over, then a block) is cut at a pause in its last SECTION_SLACK_SECONDS, and each section is transcribed as an upload of its own (its own VAD,
+        windows and, when not given, language). The caller lets go of each job before asking
+        for the next; the budget claim is held until the last section is done.
+        """
+        self._check_size(data)
+        claim = self.budget.claim() if self.budget is not None else None
+        block = int(self.section_seconds * SAMPLE_RATE)
+        slack = int(self.section_slack_seconds * SAMPLE_RATE)
+        decoder_claim, carry_bytes = [0], [0]
+
+        def ensure(nbytes: int) -> None:
+            decoder_claim[0] = nbytes
+            if claim is not None:
+                claim.ensure(nbytes + carry_bytes[0])
+
+        blocks = decode_blocks(data, self.limits.max_audio_seconds, block, ensure)
+        offset, carry = 0, None
+        try:
+            for samples in blocks:
+                last = samples.size < block
+                if carry is None:
+                    audio = samples
+                    if not last:
+                        # From now on a section (a block and the carry) is alive beside the
+                        # block being decoded.
+                        carry_bytes[0] = 4 * (block + slack)
+                        ensure(decoder_claim[0])
+                else:
+                    audio = np.concatenate([carry, samples])
+                del samples, carry
+                if last:
+                    carry = None
+                    job = self.job(audio, options, first=not offset, section=bool(offset))
+                    del audio
+                    give_back_freed_memory()
+                    yield Section(offset / SAMPLE_RATE, job)
+                    return
+                cut = section_cut(audio, audio.size - slack)
+                carry = audio[cut:].copy()
+                job = self.job(audio[:cut], options, first=not offset, section=True)
+                del audio
+                # The VAD's scratch memory, before the section is transcribed for minutes.
+                give_back_freed_memory()
+                yield Section(offset / SAMPLE_RATE, job)
+                del job
+                offset += cut
+            # The upload ended right after a full block: what follows the last cut.
+            if carry is not None and carry.size >= MIN_AUDIO_SECONDS * SAMPLE_RATE:
+                yield Section(offset / SAMPLE_RATE,
+                              self.job(carry, options, first=False, section=True))
+        finally:
+            blocks.close()
+            if claim is not None:
+                claim.release()
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self.limits.max_audio_bytes:
+            raise InvalidAudioError(
+                f"AUDIO has {len(data)} bytes; the limit is {self.limits.max_audio_bytes}. "
+                "Send a compressed format (FLAC, MP3, OGG) or split the file.",
+                "audio_too_large",
+            )
+
+    def job(self, audio: np.ndarray, options: DecodeOptions, first: bool = True,
+            section: bool = False) -> Job:
+        """Decoded samples as a job: VAD, windows, silent ones left out. `first`: the samples
+        start the upload (a later section may be as short as it likes). `section`: a section
+        of a long upload, whose VAD reads in pieces, as it always read hours (one pass over
+        ten minutes holds about 100 MB more while it runs; eight long uploads at once)."""
+        vad_whole = 0.0 if section else VAD_WHOLE_SECONDS
         duration = audio.size / SAMPLE_RATE
-        if duration < MIN_AUDIO_SECONDS:
+        if first and duration < MIN_AUDIO_SECONDS:
             raise InvalidAudioError(
                 f"AUDIO is too short: {duration:.3f} s of samples; send at least "
                 f"{MIN_AUDIO_SECONDS} s of audio.", "audio_too_short")
         speech_seconds = None
         if options.vad_filter:
-            spans = speech_spans(audio)
+            spans = speech_spans(audio, whole_seconds=vad_whole)
             speech_seconds = sum(end - start for start, end in spans) / SAMPLE_RATE
             evidence = spans
             windows = speech_windows(audio, spans)
         else:
             # Windows cover where the VAD hears speech, with room around it; long pauses of
             # noise or silence are never sent (Whisper invents text there).
-            evidence = speech_spans(audio, EVIDENCE_VAD)
+            evidence = speech_spans(audio, EVIDENCE_VAD, whole_seconds=vad_whole)
             windows = region_windows(audio, speech_regions(audio, evidence))
         to_send = [i for i, w in enumerate(windows) if not w.is_silent()]
         return Job(options, duration, windows, to_send, speech_seconds,

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 
 from whisper_triton.result import Transcription
 
+from whisper_service.options import DecodeOptions
 from whisper_service.pipeline import Job
 
 DEFAULT_SECTION_SECONDS = 120.0
@@ -59,14 +60,20 @@ def split(job: Job, section_seconds: float) -> List[Job]:
 
 
 def join(parts: Sequence[Transcription], job: Job) -> Transcription:
-    """One transcription of the whole upload from its sections' ones, in order."""
+    """One transcription of the whole job from its sections' ones, in order."""
+    return joined(parts, job.options, job.duration, job.speech_seconds)
+
+
+def joined(parts: Sequence[Transcription], options: DecodeOptions, duration: float,
+           speech_seconds: Optional[float]) -> Transcription:
+    """One transcription of a whole upload from its parts' ones (in upload time), in order."""
     if len(parts) == 1:
         return parts[0]
     segments = [replace(segment) for part in parts for segment in part.segments]
     for number, segment in enumerate(segments):
         segment.id = number
-    if job.options.language:
-        language, probability = job.options.language, 1.0
+    if options.language:
+        language, probability = options.language, 1.0
     else:
         # The language most of the speech is in, over the sections (as stitch does per window).
         seconds = defaultdict(float)
@@ -78,16 +85,29 @@ def join(parts: Sequence[Transcription], job: Job) -> Transcription:
             probability_of.setdefault(part.language, part.language_probability)
         language = max(seconds, key=seconds.get) if seconds else None
         probability = probability_of.get(language, 0.0)
-    after_vad = job.speech_seconds
     return Transcription(
         text="".join(s.text for s in segments).strip(),
         language=language,
         language_probability=probability,
-        duration=round(job.duration, 3),
-        task=job.options.task,
+        duration=round(duration, 3),
+        task=options.task,
         segments=segments,
-        duration_after_vad=None if after_vad is None else round(after_vad, 3),
+        duration_after_vad=None if speech_seconds is None else round(speech_seconds, 3),
     )
+
+
+def shifted(part: Transcription, offset: float) -> Transcription:
+    """A section's transcription in the time of the upload it starts `offset` seconds into."""
+    if not offset:
+        return part
+    segments = []
+    for segment in part.segments:
+        words = None if segment.words is None else [
+            replace(word, start=round(word.start + offset, 3), end=round(word.end + offset, 3))
+            for word in segment.words]
+        segments.append(replace(segment, start=round(segment.start + offset, 3),
+                                end=round(segment.end + offset, 3), words=words))
+    return replace(part, segments=segments)
 
 
 class Deltas:

@@ -63,9 +63,10 @@ class TritonPythonModel:
 
     async def _stream(self, request):
         sender = _Sender(request.get_response_sender(), self.heartbeat_s)
+        # One per request: a long upload reaches by_sections a section at a time.
+        deltas = sections.Deltas()
 
         async def by_sections(shared, request, job):
-            deltas = sections.Deltas()
             parts = []
             pieces = sections.split(job, self.section_seconds)
             for piece in pieces:
