@@ -53,6 +53,30 @@ def test_blocks_add_up_to_the_whole_upload_and_claim_a_block_not_the_upload():
 
 
 @pytest.mark.unit
+def test_what_the_caller_sends_back_starts_the_next_block_and_nothing_is_lost():
+    audio = _noise(95, level=0.05)
+    whole = decode_samples(corpus.encode(audio, "flac"), 3600)
+    blocks = decode_blocks(corpus.encode(audio, "flac"), 3600, 20 * SAMPLE_RATE)
+    kept, sizes = [], []
+    block = next(blocks)
+    while True:
+        sizes.append(block.size)
+        back = block[-3 * SAMPLE_RATE:].copy()
+        kept.append(block[:-3 * SAMPLE_RATE])
+        try:
+            block = blocks.send(back)
+        except StopIteration:
+            break
+        if block.size < 23 * SAMPLE_RATE:
+            kept.append(block)
+            sizes.append(block.size)
+            assert next(blocks, None) is None
+            break
+    assert sizes == [20 * SAMPLE_RATE] + [23 * SAMPLE_RATE] * 3 + [18 * SAMPLE_RATE]
+    assert np.array_equal(np.concatenate(kept), whole)
+
+
+@pytest.mark.unit
 def test_a_blocked_upload_longer_than_the_limit_is_refused_after_the_blocks_before_it():
     data = corpus.encode(_noise(50, level=0.05), "mp3")  # no exact duration to refuse it unread
     blocks = decode_blocks(data, 30, 20 * SAMPLE_RATE)

@@ -76,12 +76,14 @@ def decode_samples(data: bytes, max_seconds: float, claim: Optional[MemoryClaim]
 
 def decode_blocks(data: bytes, max_seconds: float, block_samples: int,
                   claim: Optional[MemoryClaim] = None) -> Iterator[np.ndarray]:
-    """decode_samples in consecutive blocks of `block_samples` (the last one shorter), each
-    decoded only when the caller asks for it: hours of audio never sit in memory at once.
+    """decode_samples in consecutive blocks of `block_samples` new samples (the last one
+    fewer), each decoded only when the caller asks for it: hours of audio never sit in memory
+    at once.
 
-    The caller lets go of a block before asking for the next; the claim covers the block being
-    filled and the one handed out. Refusals found late (too long, truncated) come after the
-    blocks before them.
+    The caller may send samples back (generator.send) to start the next block with: what it
+    left of this one, without a copy of the block to join them. It lets go of a block before
+    asking for the next; the claim covers the block being filled and the one handed out.
+    Refusals found late (too long, truncated) come after the blocks before them.
     """
     if block_samples <= 0:
         raise ValueError("block_samples must be positive")
@@ -114,10 +116,10 @@ def _decoded(data: bytes, max_seconds: float, claim: Optional[MemoryClaim],
             for frame in _frames(container, stream):
                 decoder.add(frame)
                 while decoder.full:
-                    yield decoder.full.pop(0)
+                    decoder.start_with((yield decoder.full.pop(0)))
             decoder.flush()
             while decoder.full:
-                yield decoder.full.pop(0)
+                decoder.start_with((yield decoder.full.pop(0)))
     except (InvalidAudioError, ServerBusyError):
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError, ArithmeticError,
@@ -148,6 +150,8 @@ class _Decoder:
         self.max_samples, self.max_seconds = max_samples, max_seconds
         self.claim = claim or (lambda nbytes: None)
         self.block = block_samples or max_samples
+        self.cap = self.block
+        """Samples the buffer being filled holds when full: a block, and what started it."""
         self.expected = min(max_samples, int(declared_seconds * 1.01 * SAMPLE_RATE) + SAMPLE_RATE)
         self.buffer = np.empty(0, dtype=np.float32)
         self.filled = 0
@@ -185,28 +189,42 @@ class _Decoder:
         _checked_peak(samples)
         self.total += samples.size
         while samples.size:
-            if self.filled == self.block:
-                # A block is full: it goes to the caller, and the next one starts empty.
-                self.full.append(self.buffer)
-                self.handed_out = max(self.handed_out, 4 * self.buffer.size)
-                self.buffer, self.filled = np.empty(0, dtype=np.float32), 0
-            end = min(self.block, self.filled + samples.size)
+            if self.filled == self.cap:
+                self._hand_out()
+            end = min(self.cap, self.filled + samples.size)
             if end > self.buffer.size:
                 self._grow(end)
             taken = end - self.filled
             self.buffer[self.filled:end] = samples[:taken]
             self.filled, samples = end, samples[taken:]
-        if self.filled == self.block and self.block < self.max_samples:
-            self.full.append(self.buffer)
-            self.handed_out = max(self.handed_out, 4 * self.buffer.size)
-            self.buffer, self.filled = np.empty(0, dtype=np.float32), 0
+        if self.filled == self.cap and self.block < self.max_samples:
+            self._hand_out()
+
+    def _hand_out(self) -> None:
+        """A block is full: it goes to the caller, and the next one starts empty."""
+        self.full.append(self.buffer)
+        self.handed_out = max(self.handed_out, 4 * self.buffer.size)
+        self.buffer, self.filled, self.cap = np.empty(0, dtype=np.float32), 0, self.block
+
+    def start_with(self, prefix: Optional[np.ndarray]) -> None:
+        """Start the next block with these samples (already counted), then a block's worth."""
+        if prefix is None or not prefix.size:
+            return
+        # What the frame that filled the last block had left is already here: it goes after.
+        rest = self.buffer[:self.filled].copy()
+        self.buffer, self.filled = np.empty(0, dtype=np.float32), 0
+        self.cap = self.block + prefix.size
+        self._grow(prefix.size + rest.size)
+        self.buffer[:prefix.size] = prefix
+        self.buffer[prefix.size:prefix.size + rest.size] = rest
+        self.filled = prefix.size + rest.size
 
     def _grow(self, needed: int) -> None:
         if not self.buffer.size and self.expected >= needed:
             capacity = self.expected
         else:
             capacity = max(needed, int(self.buffer.size * 1.25) + 60 * SAMPLE_RATE)
-        capacity = min(capacity, self.block, self.max_samples)
+        capacity = min(capacity, self.cap, self.max_samples)
         # Old and new buffer exist together while the samples are copied.
         self.claim(self.handed_out + 4 * (self.buffer.size + capacity))
         grown = np.empty(capacity, dtype=np.float32)

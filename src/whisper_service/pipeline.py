@@ -194,35 +194,26 @@ class Pipeline:
         claim = self.budget.claim() if self.budget is not None else None
         block = int(self.section_seconds * SAMPLE_RATE)
         slack = int(self.section_slack_seconds * SAMPLE_RATE)
-        decoder_claim, carry_bytes = [0], [0]
+        carry_bytes = 0
 
         def ensure(nbytes: int) -> None:
-            decoder_claim[0] = nbytes
             if claim is not None:
-                claim.ensure(nbytes + carry_bytes[0])
+                claim.ensure(nbytes + carry_bytes)
 
         blocks = decode_blocks(data, self.limits.max_audio_seconds, block, ensure)
-        offset, carry = 0, None
+        offset = 0
         try:
-            for samples in blocks:
-                last = samples.size < block
-                if carry is None:
-                    audio = samples
-                    if not last:
-                        # From now on a section (a block and the carry) is alive beside the
-                        # block being decoded.
-                        carry_bytes[0] = 4 * (block + slack)
-                        ensure(decoder_claim[0])
-                else:
-                    audio = np.concatenate([carry, samples])
-                del samples, carry
-                if last:
-                    carry = None
+            audio = next(blocks)
+            carry_size = 0
+            while True:
+                if audio.size < block + carry_size:  # the last section
                     job = self.job(audio, options, first=not offset, section=bool(offset))
                     del audio
                     give_back_freed_memory()
                     yield Section(offset / SAMPLE_RATE, job)
                     return
+                # The carry is copied out of a section that is still alive.
+                carry_bytes = 4 * slack
                 cut = section_cut(audio, audio.size - slack)
                 carry = audio[cut:].copy()
                 job = self.job(audio[:cut], options, first=not offset, section=True)
@@ -232,10 +223,13 @@ class Pipeline:
                 yield Section(offset / SAMPLE_RATE, job)
                 del job
                 offset += cut
-            # The upload ended right after a full block: what follows the last cut.
-            if carry is not None and carry.size >= MIN_AUDIO_SECONDS * SAMPLE_RATE:
-                yield Section(offset / SAMPLE_RATE,
-                              self.job(carry, options, first=False, section=True))
+                carry_size = carry.size
+                try:
+                    # The next section: the carry, then a block's worth of new samples.
+                    audio = blocks.send(carry)
+                except StopIteration:  # nothing after the cut
+                    return
+                del carry
         finally:
             blocks.close()
             if claim is not None:
