@@ -102,10 +102,10 @@ class Job:
 
 
 # Uploads of SECTION_SECONDS or more are decoded and transcribed a section at a time
-# (Pipeline.sections): about SECTION_SECONDS each, cut at a pause of at
-# least MIN_SECTION_PAUSE_SECONDS (else the quietest point) in the last SECTION_SLACK_SECONDS.
-# Ten minutes of float32 samples are 38 MB; the VAD reads up to 15 minutes in one pass
-# (windows.VAD_WHOLE_SECONDS), so a section's VAD is what a whole upload that long gets.
+# (Pipeline.sections): about SECTION_SECONDS each, cut at a pause of at least
+# MIN_SECTION_PAUSE_SECONDS (else the quietest point) in the last SECTION_SLACK_SECONDS.
+# Ten minutes of float32 samples are 38 MB. Uploads up to ten minutes are untouched: one
+# job, read by the VAD in one pass (windows.VAD_WHOLE_SECONDS).
 SECTION_SECONDS = 600.0
 SECTION_SLACK_SECONDS = 60.0
 MIN_SECTION_PAUSE_SECONDS = 0.5
@@ -186,8 +186,8 @@ class Pipeline:
 
         An upload shorter than SECTION_SECONDS is one job, the same one prepare() gives.
         Longer ones are decoded SECTION_SECONDS at a time; each section (what the last one left
-        over, then a block) is cut at a pause in its last SECTION_SLACK_SECONDS, and each section is transcribed as an upload of its own (its own VAD,
-        windows and, when not given, language). The caller lets go of each job before asking
+        over, then a block) is cut at a pause in its last SECTION_SLACK_SECONDS and transcribed
+        as an upload of its own (its own VAD, windows and, when not given, language). The caller lets go of each job before asking
         for the next; the budget claim is held until the last section is done.
         """
         self._check_size(data)
