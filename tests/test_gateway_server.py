@@ -2,8 +2,9 @@
 the project's model repository (whisper, whisper_stream, whisper_engine on the bundled base
 model), started by whisper_ops.launcher with `--gateway-port`, exactly as scripts/serve does.
 
-One server for the module (small front and stream instance counts, 30 s stream sections so that
-a 90 s upload streams in several deltas). Nothing is mocked.
+One server for the module (small front and stream instance counts, 30 s stream sections and
+60 s upload sections so that a 130 s upload streams in several deltas from several upload
+sections). Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def stack(tmp_path_factory):
     stream = repository / "whisper_stream" / "config.pbtxt"
     stream.write_text(stream.read_text().replace(
         '"stream_section_seconds" value: { string_value: "120" }',
-        '"stream_section_seconds" value: { string_value: "30" }'))
+        '"stream_section_seconds" value: { string_value: "30" }').replace(
+        '"upload_section_seconds" value: { string_value: "600" }',
+        '"upload_section_seconds" value: { string_value: "60" }'))
     port = free_port()
     server = ManagedServer(
         env={"WHISPER_WATCHDOG_INTERVAL": "1", "GATEWAY_API_KEYS": ",".join(KEYS),
@@ -132,8 +135,9 @@ def test_stream_sends_deltas_that_add_up_to_the_final_text(stack):
     assert "".join(e.delta for e in events[:-1]) == contract.text
     assert events[-1].usage.seconds == pytest.approx(11.0, abs=0.1)
 
-    # A long upload: several sections, each sent once final, in order.
-    audio, _ = joined([JFK, STEREO, HOTWORDS], min_seconds=90)
+    # A long upload: several sections, each sent once final, in order; decoded in upload
+    # sections of about 60 s, each streamed in sections of 30 s.
+    audio, _ = joined([JFK, STEREO, HOTWORDS], min_seconds=130)
     started = time.monotonic()
     arrivals, events = [], []
     for event in client.audio.transcriptions.create(
@@ -145,7 +149,7 @@ def test_stream_sends_deltas_that_add_up_to_the_final_text(stack):
     (done,) = [e for e in events if e.type == "transcript.text.done"]
     assert events[-1] is done and len(deltas) >= 3, events
     assert "".join(d.delta for d in deltas) == done.text
-    assert done.text.lower().count("fellow americans") >= 2
+    assert done.text.lower().count("fellow americans") >= 4
     assert arrivals[0] < arrivals[-1]  # the first text came before the last
 
 
