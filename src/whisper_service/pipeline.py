@@ -1,9 +1,11 @@
 """What the front model does for one uploaded file, without Triton in the way.
 
-prepare(): decode, validate, (VAD), cut into windows, drop silent ones; the samples' memory
-is claimed from the server's decoded-audio budget (audio_budget) and given back when the job's
-samples are freed. prepare_async() does the same in a worker thread, so that an upload
-waiting for the budget, or decoding hours of audio, holds up no other upload.
+sections(): decode, validate, (VAD), cut into windows, drop silent ones, a section of up to
+about ten minutes at a time (one section for shorter uploads); the samples' memory is claimed
+from the server's decoded-audio budget (audio_budget) and given back when the upload is done.
+next_section() decodes the next section in a worker thread, so that an upload waiting for the
+budget, or decoding long audio, holds up no other upload. prepare(): the whole upload as one
+job (tests and in-process tools).
 chunks(): the windows still to transcribe, in engine-sized groups, with their features.
 finish(): stitch the engine's window results into one Transcription.
 """
@@ -152,17 +154,12 @@ class Pipeline:
                  budget.total_bytes >> 20)
         return cls(limits, n_mels, budget)
 
-    async def prepare_async(self, data: bytes, options: DecodeOptions) -> Job:
-        return await self._in_thread(self.prepare, data, options)
-
     async def next_section(self, sections: Iterator[Section]) -> Optional[Section]:
         """The next section of `sections` (see sections()), decoded in a worker thread."""
-        return await self._in_thread(next, sections, None)
-
-    async def _in_thread(self, function, *args):
         if self._threads is None:
             self._threads = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
-        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, next, sections, None)
 
     def prepare(self, data: bytes, options: DecodeOptions) -> Job:
         """The whole upload as one job, however long (sections() bounds the memory)."""
