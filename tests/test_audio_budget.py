@@ -196,10 +196,12 @@ def test_freed_memory_is_given_back_without_failing_where_there_is_no_glibc():
     from whisper_service import memory
 
     memory.give_back_freed_memory()  # glibc here: trims
-    original = memory._TRIM
+    original = memory._LIBC
     try:
-        memory._TRIM = None  # musl: nothing to call
+        memory._LIBC = None  # musl: nothing to call
         memory.give_back_freed_memory()
+        assert memory.map_large_buffers_apart() is False
     finally:
-        memory._TRIM = original
+        memory._LIBC = original
     assert original is not None
+

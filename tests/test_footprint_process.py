@@ -1,7 +1,8 @@
 """What a front process loads: the VAD's ONNX Runtime session (about 15 MB per process, and
 there are twenty fronts) only on its first upload, and never CTranslate2, tokenizers or
 huggingface_hub (the faster_whisper package imports them all: about 8 MB more per process),
-nor soundfile (about 2 MB)."""
+nor soundfile (about 2 MB). And glibc, told so by a front, gives a large freed buffer back to
+the system at once."""
 
 from __future__ import annotations
 
@@ -40,3 +41,27 @@ def test_the_vad_is_loaded_on_the_first_upload_and_no_model_package_ever():
     assert "after warm-up False" in out, out
     assert "after an upload True 1" in out, out
     assert "model packages []" in out, out
+
+
+def test_a_large_buffer_is_returned_to_the_system_when_freed():
+    """After map_large_buffers_apart, a freed 8 MB buffer leaves the process's resident memory
+    at once; glibc's default would keep it in a heap once a buffer that size had been freed."""
+    script = (
+        "import numpy as np, os\n"
+        "from whisper_service import memory\n"
+        "assert memory.map_large_buffers_apart()\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "for _ in range(3):\n"
+        "    before = rss()\n"
+        "    buffer = np.ones(2 << 20, np.float32)\n"
+        "    during = rss()\n"
+        "    del buffer\n"
+        "    after = rss()\n"
+        "    assert during - before > 6 << 20, (before, during)\n"
+        "    assert after - before < 1 << 20, (before, after)\n"
+    )
+    # Its own process: mallopt changes a process's allocator for good.
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr

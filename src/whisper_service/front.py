@@ -26,7 +26,7 @@ from whisper_service.engine_requests import SECRET_INPUT, engine_secret
 from whisper_service.errors import InvalidInputError, ServerBusyError
 from whisper_service.gather import PreparationBoard
 from whisper_service.gpu import gpu_visible
-from whisper_service.memory import give_back_freed_memory
+from whisper_service.memory import give_back_freed_memory, map_large_buffers_apart
 from whisper_service.metrics import SpeechMetrics
 from whisper_service.options import Limits, parse_options
 from whisper_service.pipeline import Job, Pipeline, warm_up
@@ -47,6 +47,9 @@ Transcriber = Callable[["Front", Any, Job], Any]
 class Front:
     def __init__(self, pb_utils: Any, args: Dict[str, Any], config: Dict[str, Any]):
         self.pb = pb_utils
+        # Decoded sections, VAD batches and features go back to the system when freed (see
+        # memory): a front that served a long upload returns to its idle size.
+        map_large_buffers_apart()
         params = model_settings.config_parameters(config)
         self.params = params
         self.engine_name = params.get("engine_model", "whisper_engine")
