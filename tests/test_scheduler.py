@@ -315,8 +315,8 @@ def test_per_window_layout_decodes_a_few_windows_per_call_and_batched_all_at_onc
     outcomes = Scheduler(small, BatchLayout.PER_WINDOW, workers=1).transcribe_windows(
         features, frames, [DecodeOptions(language="en")] * 10)
     assert _texts(outcomes) == [f"clip{i}" for i in range(1, 11)]
-    assert [len(ids) for ids, _, _ in small.calls] == [4, 4, 2] == [
-        min(PER_WINDOW_CALL_WINDOWS, 10 - k) for k in range(0, 10, 4)]
+    assert [len(ids) for ids, _, _ in small.calls] == [2] * 5 == [
+        min(PER_WINDOW_CALL_WINDOWS, 10 - k) for k in range(0, 10, PER_WINDOW_CALL_WINDOWS)]
     batched = FakeDecoder()
     Scheduler(batched, BatchLayout.BATCHED).transcribe_windows(
         features, frames, [DecodeOptions(language="en")] * 10)

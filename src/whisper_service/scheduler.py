@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 WindowOutcome = Union[WindowResult, Exception]
 PACKING_ROUNDS = 3  # pack; repack what came back empty; decode the rest alone
-PER_WINDOW_CALL_WINDOWS = 4  # windows per decoder call on the PER_WINDOW layout (see __init__)
+PER_WINDOW_CALL_WINDOWS = 2  # windows per decoder call on the PER_WINDOW layout (see __init__)
 
 
 @dataclass
@@ -59,7 +59,11 @@ class Scheduler:
         self.pack_windows = pack_windows
         # On the CPU, generation with beam 5 holds the encoder output and the attention
         # caches of every beam of every window in the call: 16 windows per worker took an
-        # engine from 345 MB to 2 GB (base). A few windows per call cost as much per window.
+        # engine from 345 MB to 2 GB (base): each window holds about 37 MB per beam (6 layers
+        # of cross-attention keys and values over 1500 frames, float32). A few windows per
+        # call cost as much per window: in-process, 15 windows took 13.6-14.0 s at 4 per call
+        # (+400 MB) and 13.9-14.3 s at 2 (+190-270 MB); served, 2 per call matched 4 in
+        # throughput and 1 per call lost about 10% (docs/performance.md).
         self.windows_per_call = (PER_WINDOW_CALL_WINDOWS if layout is BatchLayout.PER_WINDOW
                                  else 1 << 30)
         self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="decode-worker")
