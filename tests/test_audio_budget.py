@@ -204,4 +204,3 @@ def test_freed_memory_is_given_back_without_failing_where_there_is_no_glibc():
     finally:
         memory._LIBC = original
     assert original is not None
-
