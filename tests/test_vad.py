@@ -83,7 +83,7 @@ def _audio_cases():
     speech = [s for _, s in cases[:len(corpus.ALL)]]
     if evalset.available():
         speech += [evalset.samples(u.path) for u in evalset.utterances()[::3]]
-    # Over 10000 chunks (320 s): the model runs in two batches, its state carried on.
+    # Over 10000 chunks (320 s): the model runs in many batches, its state carried on.
     joined = np.concatenate(speech * (1 + int(330 * 16000 // sum(s.size for s in speech))))
     cases.append(("joined", joined))
     for rest in (0, 10, 470):  # whole chunks; a few samples over; the last 64 samples read as 0
