@@ -143,3 +143,32 @@ def test_a_long_upload_is_cut_in_its_pauses_and_a_short_one_is_one_job(tmp_path)
     gc.collect()
     assert budget.held_here() == 0
     budget.close()
+
+
+@pytest.mark.model
+def test_a_section_that_is_mostly_pauses_does_not_keep_its_samples_alive():
+    # 11 s of speech, then 60 s of room noise, three times: each 60 s section holds one
+    # window of about 13 s.
+    audio, _ = _speech_with_pauses(3, pause_seconds=60.0)
+    data = corpus.encode(audio, "flac")
+    whole = decode_samples(data, 3600)
+    pipeline = Pipeline(Limits(), 80)
+    pipeline.section_seconds, pipeline.section_slack_seconds = 60.0, 15.0
+
+    windows = 0
+    for section in pipeline.sections(data, DecodeOptions()):
+        start = int(round(section.offset * SAMPLE_RATE))
+        for window in section.job.windows:
+            windows += 1
+            # Samples of its own (the 60 s section can be freed), the upload's samples.
+            assert window.audio.flags.owndata and window.audio.base is None
+            (_, at, length), = window.spans
+            assert np.array_equal(window.audio, whole[start + at:start + at + length])
+        del section
+    assert windows >= 3
+
+    # A section that is mostly speech keeps views: no copy for nothing.
+    speech, _ = _speech_with_pauses(6, pause_seconds=1.0)
+    pipeline.section_seconds, pipeline.section_slack_seconds = 40.0, 10.0
+    first = next(pipeline.sections(corpus.encode(speech, "flac"), DecodeOptions()))
+    assert all(w.audio.base is not None for w in first.job.windows)

@@ -264,6 +264,10 @@ class Pipeline:
             evidence = speech_spans(audio, EVIDENCE_VAD, whole_seconds=vad_whole)
             windows = region_windows(audio, speech_regions(audio, evidence))
         to_send = [i for i, w in enumerate(windows) if not w.is_silent()]
+        if section and sum(w.audio.size for w in windows) < audio.size // 2:
+            # A section that is mostly pauses: its windows keep copies of their samples, so
+            # that the section's (38 MB per 600 s) are freed while they are transcribed.
+            windows = [w.detached() for w in windows]
         return Job(options, duration, windows, to_send, speech_seconds,
                    results=[None] * len(windows), evidence=evidence)
 

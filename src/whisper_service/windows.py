@@ -51,6 +51,12 @@ class Window:
     def is_silent(self) -> bool:
         return is_silent(self.audio)
 
+    def detached(self) -> "Window":
+        """This window with samples of its own, not a view that keeps the whole audio alive."""
+        if self.audio.base is None:
+            return self
+        return Window(audio=self.audio.copy(), spans=list(self.spans))
+
     def to_original(self, seconds: float, is_end: bool = False) -> float:
         """Map a time of this window to the upload's time line."""
         position = seconds * SAMPLE_RATE
