@@ -20,10 +20,15 @@ import ctypes
 from typing import Any, Optional
 
 # mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 FRONT_MMAP_THRESHOLD = 256 << 10
 FRONT_ARENA_MAX = 2
+# The engine after its warm-up: where glibc's own adaptive threshold ends up once large
+# buffers have been freed (its maximum, 32 MiB, and twice that for trimming).
+SERVING_MMAP_THRESHOLD = 32 << 20
+SERVING_TRIM_THRESHOLD = 64 << 20
 
 
 def _libc() -> Optional[Any]:
@@ -50,3 +55,21 @@ def map_large_buffers_apart() -> bool:
         return False
     return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, FRONT_MMAP_THRESHOLD)
                 and _LIBC.mallopt(M_ARENA_MAX, FRONT_ARENA_MAX))
+
+
+def map_large_buffers_apart_until_ready() -> bool:
+    """For the engine, before it loads and warms up its model: large buffers in their own
+    mappings, so that loading and warm-up leave no holes in the heaps. Call
+    serve_from_the_heaps() once it is warm."""
+    return _LIBC is not None and bool(_LIBC.mallopt(M_MMAP_THRESHOLD, FRONT_MMAP_THRESHOLD))
+
+
+def serve_from_the_heaps() -> bool:
+    """For the engine once warm: buffers under 32 MiB from the heaps again, as glibc's default
+    would have them by now. Mapping each apart cost the engine a quarter of its speed (a
+    generate step's logits and activations, mapped and faulted in at every step)."""
+    if _LIBC is None:
+        return False
+    give_back_freed_memory()
+    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, SERVING_MMAP_THRESHOLD)
+                and _LIBC.mallopt(M_TRIM_THRESHOLD, SERVING_TRIM_THRESHOLD))

@@ -31,7 +31,8 @@ from whisper_service.engine import WhisperEngine
 from whisper_service.engine_requests import (NOT_THE_FRONT, SECRET_ENV, SECRET_INPUT,
                                              caller_allowed, engine_secret, read_request)
 from whisper_service.errors import InvalidInputError
-from whisper_service.memory import give_back_freed_memory
+from whisper_service.memory import (give_back_freed_memory, map_large_buffers_apart_until_ready,
+                                     serve_from_the_heaps)
 from whisper_service.metrics import EngineMetrics
 from whisper_service.options import Limits
 
@@ -59,10 +60,13 @@ class TritonPythonModel:
             log.warning("%s is not set: whisper_engine accepts requests from any caller, not "
                         "only from model '%s' (scripts/serve and the container set it)",
                         SECRET_ENV, FRONT_MODEL)
+        # Loading and warm-up leave their large buffers in no heap (see memory).
+        map_large_buffers_apart_until_ready()
         self.engine = WhisperEngine(self.settings, device_index=device_index)
         self.metrics = EngineMetrics(pb_utils, model=args["model_name"])
         # "Ready" means warm: Triton reports the model ready only once initialize returns.
         self.engine.warm_up(WARM_UP_WINDOWS)
+        serve_from_the_heaps()
         pb_utils.Logger.log_info(
             f"whisper_engine ready: {self.engine.n_mels} mel bins, "
             f"{'multilingual' if self.engine.multilingual else 'English-only'}, "
