@@ -201,6 +201,8 @@ def test_freed_memory_is_given_back_without_failing_where_there_is_no_glibc():
         memory._LIBC = None  # musl: nothing to call
         memory.give_back_freed_memory()
         assert memory.map_large_buffers_apart() is False
+        assert memory.map_large_buffers_apart_until_ready() is False
+        assert memory.serve_from_the_heaps() is False
     finally:
         memory._LIBC = original
     assert original is not None
