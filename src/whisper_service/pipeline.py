@@ -245,7 +245,7 @@ class Pipeline:
         """Decoded samples as a job: VAD, windows, silent ones left out. `first`: the samples
         start the upload (a later section may be as short as it likes). `section`: a section
         of a long upload, whose VAD reads in pieces, as it always read hours (one pass over
-        ten minutes holds about 100 MB more while it runs; eight long uploads at once)."""
+        ten minutes held about 100 MB more while it ran, in 10000-chunk runs)."""
         vad_whole = 0.0 if section else VAD_WHOLE_SECONDS
         duration = audio.size / SAMPLE_RATE
         if first and duration < MIN_AUDIO_SECONDS:
