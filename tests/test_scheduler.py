@@ -4,7 +4,7 @@ plus the continuation's token rules and the window result's wire format."""
 from __future__ import annotations
 
 import threading
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from whisper_service.decoding import BatchLayout, DecodeWindow
 from whisper_service.errors import InvalidInputError
 from whisper_service.options import DecodeOptions
 from whisper_service.quality import Attempt
-from whisper_service.scheduler import Scheduler, balanced
+from whisper_service.scheduler import TRUSTED_LANGUAGE_PROBABILITY, Scheduler, balanced
 from whisper_service.window_result import WindowResult, WindowSegment, WordTiming
 
 pytestmark = pytest.mark.unit
@@ -34,8 +34,14 @@ class FakeDecoder:
 
     def __init__(self, multilingual: bool = True, skipped_in_packs=(), failing=(),
                  improbable_packs: bool = False, cut_short_in_packs=(),
-                 untranslated_in_packs=()):
+                 untranslated_in_packs=(), languages: Optional[Dict[int, Tuple[str, float]]] = None,
+                 failing_detection: bool = False):
         self.multilingual = multilingual
+        # What detect_languages finds per clip id (default: English, at 0.9).
+        self.languages = languages or {}
+        self.failing_detection = failing_detection
+        self.detections: List[int] = []  # clip ids whose language was detected
+        self.windows: List[DecodeWindow] = []  # every window decoded
         self.skipped_in_packs = set(skipped_in_packs)
         self.cut_short_in_packs = set(cut_short_in_packs)
         self.untranslated_in_packs = set(untranslated_in_packs)
@@ -53,9 +59,19 @@ class FakeDecoder:
         ids = [self._ids(w) for w in windows]
         with self._lock:
             self.calls.append((ids, fallback, threading.current_thread().name))
+            self.windows.extend(windows)
         if any(i in self.failing for clip_ids in ids for i in clip_ids):
             raise RuntimeError("this window breaks the decoder")
         return [self._result(w, clip_ids) for w, clip_ids in zip(windows, ids)]
+
+    def detect_languages(self, windows: Sequence[DecodeWindow]) -> List[Dict[str, float]]:
+        ids = [self._ids(w)[0] for w in windows]
+        with self._lock:
+            self.detections.extend(ids)
+        if self.failing_detection:
+            raise RuntimeError("detection breaks")
+        found = [self.languages.get(i, ("en", 0.9)) for i in ids]
+        return [{language: p, "xx": round(1 - p, 4)} for language, p in found]
 
     @staticmethod
     def _ids(window: DecodeWindow) -> List[int]:
@@ -86,6 +102,11 @@ def _batch(ids: Sequence[int], frames: int = 500):
     return features, [frames] * len(ids)
 
 
+def _decoded(decoder: FakeDecoder) -> List[List[int]]:
+    """The clip ids of every window decoded, whatever call it was in, sorted."""
+    return sorted(ids for call, _, _ in decoder.calls for ids in call)
+
+
 def _texts(outcomes) -> List[str]:
     """Each outcome's text without the fake decoder's filler words, or its exception's name."""
     return [o.text.replace(" said it", "").strip() if isinstance(o, WindowResult)
@@ -103,14 +124,62 @@ def test_short_windows_of_a_known_language_share_one_window_and_get_their_own_te
     assert all((s.start, s.end) == (0.0, 5.0) for o in outcomes for s in o.segments)
 
 
-def test_windows_whose_language_is_detected_are_decoded_alone_unless_the_model_is_english_only():
+def test_an_english_only_model_packs_windows_without_detecting_their_language():
     features, frames = _batch([1, 2])
-    multilingual = FakeDecoder()
-    Scheduler(multilingual).transcribe_windows(features, frames, [DecodeOptions()] * 2)
-    assert [ids for ids, _, _ in multilingual.calls] == [[[1], [2]]]
     english_only = FakeDecoder(multilingual=False)
     Scheduler(english_only).transcribe_windows(features, frames, [DecodeOptions()] * 2)
     assert [ids for ids, _, _ in english_only.calls] == [[[1, 2]]]
+    assert english_only.detections == []
+
+
+def test_short_windows_of_unknown_language_are_packed_by_the_language_detected_for_each():
+    decoder = FakeDecoder(languages={2: ("zh", 0.95), 3: ("en", 0.6), 4: ("zh", 0.8)})
+    features, frames = _batch([1, 2, 3, 4])
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames, [DecodeOptions()] * 4)
+    assert sorted(decoder.detections) == [1, 2, 3, 4]
+    assert _decoded(decoder) == [[1, 3], [2, 4]]
+    assert sorted((FakeDecoder._ids(w), w.options.language) for w in decoder.windows) == [
+        ([1, 3], "en"), ([2, 4], "zh")]
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3", "clip4"]
+    # Each window reports what was detected for it, not "given at 1.0".
+    assert [(o.language, o.language_probability) for o in outcomes] == [
+        ("en", 0.9), ("zh", 0.95), ("en", 0.6), ("zh", 0.8)]
+    assert outcomes[2].language_probs == {"en": 0.6, "xx": 0.4}
+
+
+def test_a_window_whose_detected_language_is_unsure_is_decoded_alone_and_detects_it_there():
+    unsure = TRUSTED_LANGUAGE_PROBABILITY - 0.1
+    decoder = FakeDecoder(languages={3: ("es", unsure)})
+    features, frames = _batch([1, 2, 3])
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames, [DecodeOptions()] * 3)
+    assert _decoded(decoder) == [[1, 2], [3]]
+    alone = next(w for w in decoder.windows if w.clip_frames is None)
+    assert alone.options.language is None
+    assert _texts(outcomes) == ["clip1", "clip2", "clip3"]
+
+
+def test_windows_whose_language_detection_failed_are_decoded_alone():
+    decoder = FakeDecoder(failing_detection=True)
+    features, frames = _batch([1, 2])
+    outcomes = Scheduler(decoder).transcribe_windows(features, frames, [DecodeOptions()] * 2)
+    assert _decoded(decoder) == [[1], [2]]
+    assert all(w.options.language is None for w in decoder.windows)
+    assert _texts(outcomes) == ["clip1", "clip2"]
+
+
+def test_only_short_windows_of_unknown_language_with_something_to_pack_with_are_detected():
+    decoder = FakeDecoder()
+    short, short_frames = _batch([1, 2])
+    long, long_frames = _batch([3], frames=packing.MAX_CLIP_FRAMES + 1)
+    given, given_frames = _batch([4])
+    Scheduler(decoder).transcribe_windows(
+        np.concatenate([short, long, given]), short_frames + long_frames + given_frames,
+        [DecodeOptions()] * 3 + [DecodeOptions(language="en")])
+    assert sorted(decoder.detections) == [1, 2]
+    assert _decoded(decoder) == [[1, 2, 4], [3]]
+    lone = FakeDecoder()
+    Scheduler(lone).transcribe_windows(*_batch([5]), [DecodeOptions()])
+    assert lone.detections == []
 
 
 def test_packing_can_be_turned_off():

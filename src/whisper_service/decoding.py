@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import List, Optional, Protocol, Sequence
+from typing import Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -50,3 +50,7 @@ class Decoder(Protocol):
         """Decode windows that share beam size and temperature in one batch, one result each
         in window time; with `fallback`, windows whose text looks wrong are decoded again at
         higher temperatures. May raise: the whole batch failed."""
+
+    def detect_languages(self, windows: Sequence[DecodeWindow]) -> List[Dict[str, float]]:
+        """Each window's most probable languages and their probabilities, most probable
+        first, from an encode of its speech only (not of 30 s). May raise."""

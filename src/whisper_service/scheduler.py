@@ -4,7 +4,10 @@ Written against `decoding.Decoder`: it never touches the model, so it is tested 
 milliseconds with a fake decoder. Per batch of windows from many uploads:
 
 1. Short windows with the same options and a known language are packed side by side into
-   one 30 s window (see packing); copies of one recording are kept apart.
+   one 30 s window (see packing); copies of one recording are kept apart. A short window
+   whose language is to be detected first has it detected on its speech alone (a fraction
+   of a 30 s encode), then is packed with others of that language; a window whose language
+   that leaves unsure is decoded alone and detects its language there.
 2. On the PER_WINDOW layout the packed windows are shared among the CPU workers, heaviest
    first onto the least loaded; each worker settles what its windows give back on its own
    (no worker waits for another between rounds). BATCHED runs them all on one worker.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -35,6 +38,12 @@ log = logging.getLogger(__name__)
 WindowOutcome = Union[WindowResult, Exception]
 PACKING_ROUNDS = 3  # pack; repack what came back empty; decode the rest alone
 PER_WINDOW_CALL_WINDOWS = 2  # windows per decoder call on the PER_WINDOW layout (see __init__)
+# A language detected on a short window's speech alone is trusted from this probability on;
+# below it the window is decoded alone, detecting its language on the whole window as
+# faster-whisper does. (On the evalset's 60 short clips, the ones below: English clips at
+# 0.30-0.49, and one taken for Arabic at 0.48 that the padded window called English at 0.48.)
+TRUSTED_LANGUAGE_PROBABILITY = 0.5
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,17 +90,66 @@ class Scheduler:
         workers = self.workers if workers is None else max(1, min(workers, self.workers))
         outcomes: List[Optional[WindowOutcome]] = [self.decoder.refusal(o) for o in options]
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        batch = _Batch(features, num_frames, options)
+        batch = _Batch(features, num_frames, list(options))
+        detected = self._detect_languages_to_pack(batch, todo, workers)
         units = self._packed_units(batch, todo, workers)
-        shares = balanced([u.cost for u in units], min(workers, len(units)))
-        if len(shares) <= 1 or self._pool is None:
-            self._settle(units, batch, outcomes)
-        else:
-            jobs = [self._pool.submit(self._settle, [units[i] for i in share], batch, outcomes)
-                    for share in shares]
-            for job in jobs:
-                job.result()
+        self._on_workers(lambda share: self._settle(share, batch, outcomes), units,
+                         [u.cost for u in units], workers)
+        for i, languages in detected.items():
+            # Decoded in the language detected for it: report that detection.
+            outcome = outcomes[i]
+            if isinstance(outcome, WindowResult):
+                outcome.language, outcome.language_probability = next(iter(languages.items()))
+                outcome.language_probs = languages
         return outcomes  # type: ignore[return-value]
+
+    def _on_workers(self, work: Callable[[List[T]], object], items: List[T],
+                    costs: List[float], workers: int) -> None:
+        """work(share) for shares of the items, balanced by cost, a share per worker."""
+        shares = balanced(costs, min(workers, len(items)))
+        if len(shares) <= 1 or self._pool is None:
+            work(items)
+            return
+        jobs = [self._pool.submit(work, [items[i] for i in share]) for share in shares]
+        for job in jobs:
+            job.result()
+
+    def _detect_languages_to_pack(self, batch: "_Batch", todo: List[int], workers: int
+                                  ) -> Dict[int, Dict[str, float]]:
+        """Detect the language of short windows that did not give one, so that they can be
+        packed; returns the languages detected by window, whose options now carry the
+        language where it was trusted.
+
+        Without this a window of unknown language was never packed: at 20 concurrent on the
+        evalset, language detected ran at 0.63 of the throughput of language given.
+        """
+        if not (self.pack_windows and self.decoder.multilingual):
+            return {}
+        short = [i for i in todo if batch.num_frames[i] <= packing.MAX_CLIP_FRAMES]
+        unknown = [i for i in short if not batch.options[i].language]
+        if not unknown or len(short) < 2:
+            return {}  # nothing to pack it with
+        found: Dict[int, Union[Dict[str, float], Exception]] = {}
+
+        def detect(share: List[int]) -> None:
+            try:
+                languages = self.decoder.detect_languages([batch.alone(i).window for i in share])
+                found.update(zip(share, languages))
+            except Exception as exc:  # noqa: BLE001 - these windows detect it when decoded
+                log.exception("language detection of %d windows failed", len(share))
+                found.update((i, exc) for i in share)
+
+        self._on_workers(detect, unknown, [batch.num_frames[i] for i in unknown], workers)
+        detected: Dict[int, Dict[str, float]] = {}
+        for i in unknown:
+            languages = found[i]
+            if isinstance(languages, Exception) or not languages:
+                continue
+            language, probability = next(iter(languages.items()))
+            if probability >= TRUSTED_LANGUAGE_PROBABILITY:
+                detected[i] = languages
+                batch.options[i] = replace(batch.options[i], language=language)
+        return detected
 
     def _settle(self, units: List[Unit], batch: "_Batch",
                 outcomes: List[Optional[WindowOutcome]]) -> None:
@@ -173,7 +231,7 @@ class _Batch:
     """The engine batch's windows, as the scheduler's rounds read them."""
     features: np.ndarray
     num_frames: Sequence[int]
-    options: Sequence[DecodeOptions]
+    options: List[DecodeOptions]
 
     def alone(self, index: int) -> Unit:
         return Unit(DecodeWindow(self.features[index], self.num_frames[index],
