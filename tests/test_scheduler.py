@@ -14,7 +14,8 @@ from whisper_service.decoding import BatchLayout, DecodeWindow
 from whisper_service.errors import InvalidInputError
 from whisper_service.options import DecodeOptions
 from whisper_service.quality import Attempt
-from whisper_service.scheduler import TRUSTED_LANGUAGE_PROBABILITY, Scheduler, balanced
+from whisper_service.scheduler import (TRUSTED_LANGUAGE_PROBABILITY, Scheduler, Unit, balanced,
+                                       split_packed)
 from whisper_service.window_result import WindowResult, WindowSegment, WordTiming
 
 pytestmark = pytest.mark.unit
@@ -220,6 +221,36 @@ def test_a_clip_the_packed_decode_cut_short_is_decoded_alone():
         "clip1" + " said it" * 5, "clip2" + " said it" * 5, "clip3" + " said it" * 5]
     assert [(ids, fallback) for ids, fallback, _ in decoder.calls] == [
         ([[1, 2, 3]], False), ([[2]], True)]
+
+
+def test_a_clip_a_segment_ran_into_from_a_clip_the_decode_lost_is_not_kept():
+    """Seen on base: a 5 s clip and a 4 s one packed; one segment from 4.88 s to 9.98 s held
+    the second clip's sentence twice. The first clip came back empty, and the second's text,
+    begun inside the first clip, is not trusted: both are decoded again."""
+    frames = [500, 400]
+    looped = " you go into your folder again and then you go into your folder"
+    outcome = WindowResult("en", 1.0, {"en": 1.0}, -0.3, 0.01, 1.5, 0.0,
+                           [WindowSegment(4.88, 9.98, looped)])
+    unit = Unit(DecodeWindow(np.zeros((N_MELS, packing.FRAMES), np.float32), 1000,
+                             DecodeOptions(language="en"), frames), False, [0, 1])
+    kept, skipped = split_packed(unit, outcome, frames, [DecodeOptions(language="en")] * 2)
+    assert kept == {} and skipped == [0]
+    # The same text in a segment that begins in the second clip's own time is kept.
+    outcome.segments = [WindowSegment(0.0, 5.0, " the first clip speaks here"),
+                        WindowSegment(6.0, 9.98, looped)]
+    kept, skipped = split_packed(unit, outcome, frames, [DecodeOptions(language="en")] * 2)
+    assert sorted(kept) == [0, 1] and skipped == []
+
+
+def test_a_clip_given_far_more_text_than_its_length_holds_is_decoded_alone():
+    """A 4 s clip came back from a pack as its sentence said twice: too much text for 4 s."""
+    assert quality.too_dense_for_clip(
+        " you go into your Confu iFolder again in the Confu iFolder and then you go into your"
+        " Confu iFolder again in the Confu iFolder.", 4.0)
+    assert not quality.too_dense_for_clip(
+        " Then you go into your confu i folder, again in the confu i folder.", 4.0)
+    assert not quality.too_dense_for_clip(" 甚至出现交易几乎停滞的情况", 4.2)
+    assert not quality.too_dense_for_clip(" Okay, thanks a lot!", 0.8)  # too short to judge
 
 
 def test_short_clips_are_not_judged_sparse():

@@ -47,6 +47,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # Growth is judged from this far into the run: by then every front has taken uploads (and
 # loaded its VAD) and the engine has decoded full batches, so what grows after it is a leak.
 SETTLED_AFTER_S = 60
+WRONG_SAMPLES_KEPT = 10
 
 
 async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
@@ -56,6 +57,7 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
     deadline = time.monotonic() + args.seconds
     counts = {"requests": 0, "ok": 0, "wrong": 0, "failed": 0}
     errors: dict = {}
+    wrong_samples: List[dict] = []  # what wrong answers said, to look into them
     latencies: List[float] = []
     memory_samples = [memory()]
     idle_by_model = pss_by_model()
@@ -93,6 +95,9 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
             score = (cer if recording.language == "zh" else wer)(recording.transcript, text)
             good = result["language"] in (recording.language, "en") and score <= 0.6
             counts["ok" if good else "wrong"] += 1
+            if not good and len(wrong_samples) < WRONG_SAMPLES_KEPT:
+                wrong_samples.append({"recording": recording.name, "language": result["language"],
+                                      "score": round(score, 3), "text": text[:200]})
 
     async def long_upload(number: int, data: bytes) -> None:
         started = time.monotonic()
@@ -134,6 +139,7 @@ async def soak(args, http_url: str, grpc_url: str, memory, pss=lambda: 0,
     return {
         "clients": args.clients, "seconds": round(wall, 1), **counts,
         "errors": errors,
+        "wrong_samples": wrong_samples,
         "requests_per_second": round(counts["requests"] / wall, 2),
         "latency_p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
         "latency_p99_s": round(float(np.percentile(latencies, 99)), 3) if latencies else None,

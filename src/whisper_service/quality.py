@@ -27,6 +27,11 @@ TEMPERATURE_STEP = 0.2
 # that bursts of one-word commands do not each cost an encode of their own.
 SPARSE_CLIP_SECONDS = 3.0
 SPARSE_CLIP_TEXT_PER_SECOND = 2.0
+# ... and said far too much: read speech weighs at most about 14 per second on the evalset; a
+# 4 s clip that a packed decode gave its sentence twice weighed 25. A clip under 2 s may be
+# one quick phrase, so it is not judged.
+DENSE_CLIP_SECONDS = 2.0
+DENSE_CLIP_TEXT_PER_SECOND = 22.0
 
 
 @dataclass
@@ -82,6 +87,13 @@ def too_sparse_for_clip(text: str, seconds: float) -> bool:
     most of one clip in a packed window, which the clip decoded alone does not."""
     return (seconds >= SPARSE_CLIP_SECONDS
             and text_weight(text) < SPARSE_CLIP_TEXT_PER_SECOND * seconds)
+
+
+def too_dense_for_clip(text: str, seconds: float) -> bool:
+    """Whether a packed decode said more than anyone says in a clip this long: Whisper
+    looped, or gave the clip words of its neighbour."""
+    return (seconds >= DENSE_CLIP_SECONDS
+            and text_weight(text) > DENSE_CLIP_TEXT_PER_SECOND * seconds)
 
 
 def temperature_schedule(first: float) -> List[float]:

@@ -142,9 +142,9 @@ class Scheduler:
         self._on_workers(detect, unknown, [batch.num_frames[i] for i in unknown], workers)
         detected: Dict[int, Dict[str, float]] = {}
         for i in unknown:
-            languages = found[i]
-            if isinstance(languages, Exception) or not languages:
-                continue
+            languages = found.get(i)
+            if not isinstance(languages, dict) or not languages:
+                continue  # its detection failed: decoded alone, it detects the language there
             language, probability = next(iter(languages.items()))
             if probability >= TRUSTED_LANGUAGE_PROBABILITY:
                 detected[i] = languages
@@ -255,24 +255,44 @@ def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
             or quality.needs_fallback(outcome.avg_logprob, outcome.no_speech_prob)
             or packing.straddling_words(outcome, frames)):
         return {}, []
-    kept, skipped = {}, []
+    kept, skipped, lost = {}, [], set()
     split = packing.split_result(outcome, frames,
                                  [options[i].word_timestamps for i in unit.members])
-    for i, result in zip(unit.members, split):
+    for position, (i, result) in enumerate(zip(unit.members, split)):
+        seconds = num_frames[i] / packing.FRAMES_PER_SECOND
         # Repetition is judged clip by clip: uploads of one sentence packed together make a
         # repetitive window, not a bad transcript.
         result.compression_ratio = quality.compression_ratio(result.text.strip())
         if not result.segments:
             skipped.append(i)
-        elif quality.too_sparse_for_clip(result.text, num_frames[i] / packing.FRAMES_PER_SECOND):
+            lost.add(position + 1)
+        elif quality.too_sparse_for_clip(result.text, seconds):
             log.info("packed decode said %r for a %.1f s clip; decoding it alone",
-                     result.text.strip()[:80], num_frames[i] / packing.FRAMES_PER_SECOND)
+                     result.text.strip()[:80], seconds)
+            lost.add(position + 1)
+        elif position in lost and _began_in_an_earlier_clip(outcome, frames, position):
+            # Whisper lost its place in the clip before and ran on into this one: what it
+            # said here may hold that clip's words or a loop (a 5 s clip came back as "Then",
+            # the 4 s clip after it as its own sentence said twice).
+            log.info("packed decode lost its place before a %.1f s clip; decoding it alone",
+                     seconds)
+        elif quality.too_dense_for_clip(result.text, seconds):
+            log.info("packed decode said %r for a %.1f s clip, too much; decoding it alone",
+                     result.text.strip()[:80], seconds)
         elif quality.off_target(result.text, options[i].task):
             log.info("packed translation came back as %r; decoding the clip alone",
                      result.text.strip()[:80])
         elif not quality.too_repetitive(result.compression_ratio):
             kept[i] = result
     return kept, skipped
+
+
+def _began_in_an_earlier_clip(outcome: WindowResult, frames: Sequence[int], position: int
+                              ) -> bool:
+    """Whether a segment of the packed window began before this clip's gap and ran into it."""
+    start = packing.offsets(frames)[position] / packing.FRAMES_PER_SECOND
+    gap = packing.GAP_FRAMES / packing.FRAMES_PER_SECOND
+    return any(s.start < start - gap and s.end > start for s in outcome.segments)
 
 
 def balanced(costs: Sequence[float], workers: int) -> List[List[int]]:
