@@ -116,6 +116,8 @@ def test_summary_and_table_per_language():
                                       "units": 6, "requests_planned": 2, "requests_ok": 2}
     assert row["languages"]["zh"]["rate"] is None and row["languages"]["zh"]["requests_ok"] == 0
     assert (row["language_detected_right"], row["language_detected_of"]) == (2, 2)
+    assert row["worst_files"] == [{"file": "en/file", "language": "en", "detected": "en",
+                                   "errors": 1, "units": 2, "text": "e"}]
     given = report.summarize([_request("en", "A", "en")],
                              {"results": [results[0]], "wall_s": 1.0})
     assert given["language_detected_of"] is None
@@ -138,6 +140,52 @@ def test_summary_and_table_per_language():
     assert "## Workload `corpus:detected` (language detected by the model)" in text
     assert "| en WER | zh CER | lang right | peak RSS MiB |" in text
     assert "| served | grpc | 4 | 2/1 |" in text
+    assert "- most errors, served grpc c=4: en/file (1/2)" in text
     assert "| 0.167 (2) | – (0, 1 failed) | 2/2 | 1024 |" in text
     assert "| peer tuned | in-proc | 2 |" in text
     assert "1 evalset files left out (why): zh/a.wav (zh)" in text
+
+
+@needs_evalset
+def test_fairness_sends_the_long_recording_first_and_fallback_clips_among_the_clips():
+    args = cli.parse_args(["--workload", "corpus,fairness", "--language", "detected",
+                           "--concurrency", "20", "--protocols", "grpc"])
+    files, _ = cli.corpus_files(args, english_only=False)
+    assert cli.plan(args) == [("corpus:detected", "grpc", 20, len(files)),
+                              ("fairness", "grpc", 20, len(files))]
+    builder = WorkloadBuilder(recordings.ALL, 60, seed=1, evalset=files[:12])
+    requests = builder.build("fairness", 12)
+    kinds = [r.kind for r in requests]
+    assert kinds[0] == "long" and requests[0].seconds >= 60
+    assert kinds.count("corpus") == 12 and kinds.count("fallback") == 3
+    assert all(r.given_language is None for r in requests)  # as most callers send them
+    # Spread among the clips, not bunched at the start or the end.
+    positions = [i for i, kind in enumerate(kinds) if kind == "fallback"]
+    assert positions[0] > 2 and positions[-1] < len(kinds) - 2
+    # A fallback clip is an English file played backwards: not scored.
+    clip = requests[positions[0]]
+    assert clip.reference == "" and clip.label.endswith("(reversed)")
+
+
+def test_fairness_clip_latency_leaves_the_intruders_out_and_is_compared_with_corpus():
+    clips = [_request("en", "A B"), _request("en", "C D")]
+    requests = clips + [Request(b"x", 600.0, "LONG", "en", "long", "long"),
+                        Request(b"x", 5.0, "", "", "fallback", "en/x (reversed)")]
+    answer = {"text": "a b", "language": "en", "error": None}
+    results = [dict(answer, latency=1.0), dict(answer, latency=3.0),
+               dict(answer, latency=40.0), dict(answer, latency=9.0, text="la la")]
+    row = report.summarize(requests, {"results": results, "wall_s": 40.0})
+    assert row["clip_latency_s"]["requests"] == 2
+    assert row["clip_latency_s"]["p95"] == pytest.approx(2.9)
+    assert row["clip_latency_s"]["intruders"] == {"fallback": [9.0], "long": [40.0]}
+    assert set(row["languages"]) == {"en"} and row["languages"]["en"]["requests_ok"] == 2
+    assert "clip_latency_s" not in report.summarize(clips, {"results": results[:2],
+                                                            "wall_s": 3.0})
+
+    alone = report.summarize(clips, {"results": [dict(answer, latency=1.0),
+                                                 dict(answer, latency=1.0)], "wall_s": 2.0})
+    common = {"protocol": "grpc", "concurrency": 20}
+    row.update(common, workload="fairness")
+    alone.update(common, workload="corpus:detected")
+    table = "\n".join(report._fairness_table([alone, row]))
+    assert "| grpc | 20 | 2 | 1.00 | 1.00 | 2.00 | 2.90 | 2.90 | 40.0 | 9.0 |" in table

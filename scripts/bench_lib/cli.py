@@ -53,8 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "tiny.en with --quick), tiny.en, or a CTranslate2 directory")
     p.add_argument("--compute-type", default="int8")
     p.add_argument("--workload", default=None,
-                   help="comma list of corpus,short,long,mix (default: corpus when the evalset "
-                        "is there, else short plus a quicker long run: --long-concurrency levels "
+                   help="comma list of corpus,short,long,mix,fairness (default: corpus when the "
+                        "evalset is there, else short plus a quicker long run: --long-concurrency levels "
                         "on --long-protocols only; --quick: short)")
     p.add_argument("--language", default="both", choices=("both",) + CORPUS_MODES,
                    help="corpus: the language detected, given with each file (its evalset "
@@ -110,9 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.notes.append(f"no evalset at {args.evalset}: the default workload is short,long "
                               "instead of corpus")
             print(f"scripts/bench: note: {args.notes[-1]}", file=sys.stderr)
-    names = _names(workload, ("corpus", "short", "long", "mix"))
-    if "corpus" in names and not corpus.evalset_available(Path(args.evalset)):
-        p.error(f"--workload corpus needs the evalset: no manifest.tsv in {args.evalset}")
+    names = _names(workload, ("corpus", "short", "long", "mix", "fairness"))
+    for name in ("corpus", "fairness"):
+        if name in names and not corpus.evalset_available(Path(args.evalset)):
+            p.error(f"--workload {name} needs the evalset: no manifest.tsv in {args.evalset}")
     modes = CORPUS_MODES if args.language == "both" else (args.language,)
     args.workloads = [w for name in names
                       for w in (corpus_workloads(modes) if name == "corpus" else [name])]
@@ -135,7 +136,8 @@ def plan(args) -> List[Tuple[str, str, int, int]]:
                 for protocol in args.long_protocols:
                     levels.append((workload, protocol, c, max(args.long_requests, c)))
         else:
-            count = args.corpus_requests if is_corpus(workload) else args.requests
+            count = (args.corpus_requests if is_corpus(workload) or workload == "fairness"
+                     else args.requests)
             for c in args.concurrency:
                 for protocol in args.protocols:
                     levels.append((workload, protocol, c, max(count, c)))
@@ -145,7 +147,7 @@ def plan(args) -> List[Tuple[str, str, int, int]]:
 def corpus_files(args, english_only: bool):
     """The evalset files of the corpus workload, and those left out (English-only model); a
     corpus level's request count defaults to the number of files (each once)."""
-    if not any(is_corpus(w) for w in args.workloads):
+    if not any(is_corpus(w) or w == "fairness" for w in args.workloads):
         return [], []
     files = list(corpus.evalset_files(Path(args.evalset)))
     skipped = [f for f in files if f.language != "en"] if english_only else []
@@ -250,7 +252,9 @@ def main(argv=None) -> int:
                 f"short = {', '.join(r.name for r in recordings)} cycled, each request shifted "
                 "1-32 ms, random gain 0.8-1.0 and dither, re-encoded WAV (distinct audio per "
                 f"request); long = English recordings joined to >= {args.long_seconds:.0f} s, "
-                "same perturbation, FLAC; mix = every 5th request long"
+                "same perturbation, FLAC; mix = every 5th request long; fairness = corpus:detected with "
+                "the long recording sent first and 3 reversed evalset clips spread among the "
+                "clips (no peers)"
                 + ("; the Mandarin recording is left out: English-only model"
                    if english_only else "; WER over English requests, CER over all")
                 + (f"; corpus = {len(files)} evalset files ({_languages(files)}), languages "
@@ -267,6 +271,8 @@ def main(argv=None) -> int:
 
     # ---- 1. peers, with no managed server running yet
     for workload in args.workloads:
+        if workload == "fairness":
+            continue  # compared with corpus:detected served, not with the peers
         count = max((n for w, _, _, n in levels if w == workload), default=args.requests)
         if workload != "long":
             count = args.corpus_requests if is_corpus(workload) else args.requests

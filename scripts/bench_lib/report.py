@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from whisper_ops.recordings import corpus_rates
-from whisper_service.accuracy import cer, uses_characters, wer
+from whisper_service.accuracy import cer, error_count, uses_characters, wer
 
 from bench_lib.workloads import Request, is_corpus
 
@@ -34,10 +34,18 @@ def summarize(requests: Sequence[Request], run: Dict) -> Dict:
     audio_s = float(sum(req.seconds for req, _ in ok))
     wers = [wer(req.reference, res["text"]) for req, res in ok if req.language == "en"]
     cers = [cer(req.reference, res["text"]) for req, res in ok
-            if len(req.reference) <= MAX_CER_REFERENCE_CHARS]
+            if req.reference and len(req.reference) <= MAX_CER_REFERENCE_CHARS]
 
-    def pct(q: float) -> Optional[float]:
-        return float(np.percentile(latencies, q)) if latencies.size else None
+    def pct(q: float, values: np.ndarray = latencies) -> Optional[float]:
+        return float(np.percentile(values, q)) if values.size else None
+
+    # fairness: the evalset clips' latency apart from the long and fallback intruders'
+    intruders = {req.kind for req in requests} - {"corpus"}
+    clips = np.array([res["latency"] for req, res in ok if req.kind == "corpus"])
+    clip_latency = ({"p50": pct(50, clips), "p95": pct(95, clips), "requests": int(clips.size),
+                     "intruders": {kind: [round(res["latency"], 2) for req, res in ok
+                                          if req.kind == kind] for kind in sorted(intruders)}}
+                    if intruders and clips.size else None)
 
     return {
         "requests_planned": len(requests),
@@ -57,6 +65,7 @@ def summarize(requests: Sequence[Request], run: Dict) -> Dict:
         "cer_mean": _mean(cers),
         "cer_requests": len(cers),
         "sample_text": ok[0][1]["text"][:200] if ok else None,
+        **({"clip_latency_s": clip_latency} if clip_latency else {}),
         **_per_language(requests, done, ok),
     }
 
@@ -66,6 +75,9 @@ def _per_language(requests: Sequence[Request], done, ok) -> Dict:
     README says (Whisper's normalisers), and how often the detected language was right."""
     if not any(req.kind == "corpus" for req in requests):
         return {}
+    requests = [req for req in requests if req.kind == "corpus"]
+    done = [(req, res) for req, res in done if req.kind == "corpus"]
+    ok = [(req, res) for req, res in ok if req.kind == "corpus"]
     rates = corpus_rates((req.language, req.reference, res["text"]) for req, res in ok)
     planned: Dict[str, int] = {}
     for req in requests:
@@ -76,6 +88,7 @@ def _per_language(requests: Sequence[Request], done, ok) -> Dict:
     detected = [(req, res) for req, res in ok
                 if req.given_language is None and res.get("language")]
     return {
+        "worst_files": _worst_files(ok),
         "languages": {
             lang: {"metric": "CER" if uses_characters(lang) else "WER",
                    "rate": rates[lang][0] if lang in rates else None,
@@ -88,6 +101,22 @@ def _per_language(requests: Sequence[Request], done, ok) -> Dict:
                                     if detected else None),
         "language_detected_of": len(detected) or None,
     }
+
+
+WORST_FILES = 5
+
+
+def _worst_files(ok) -> List[Dict]:
+    """The answered corpus files with the most errors: what a level's rate is made of (a file
+    taken for another language can cost more than the rest of the level together)."""
+    scored = []
+    for req, res in ok:
+        errors, units = error_count(req.language, req.reference, res["text"])
+        if errors:
+            scored.append({"file": req.label, "language": req.language,
+                           "detected": res.get("language"), "errors": errors, "units": units,
+                           "text": (res["text"] or "")[:160]})
+    return sorted(scored, key=lambda f: -f["errors"])[:WORST_FILES]
 
 
 def add_ratios(bench: Dict) -> None:
@@ -194,6 +223,7 @@ def markdown(bench: Dict) -> str:
                 f"| {_f(r.get('engine_queue_ms_mean'), 0)} "
                 f"| {_f(r.get('engine_compute_infer_ms_mean'), 0)} "
                 f"| {_f(r.get('engine_busy_fraction'), 0, 100)} |")
+    lines += _fairness_table(levels)
     served = bench["served"]
     lines += ["", f"Served peak RSS over the whole run: {_mib(served.get('peak_rss_bytes'))} MiB "
               f"(idle after warm-up: {_mib(served.get('idle_rss_bytes'))} MiB)."]
@@ -252,6 +282,46 @@ def _corpus_table(workload: str, rows: List[Dict], peers: List[Dict]) -> List[st
             f"| {_f(r['throughput_x_realtime'], 1)} | {_f(r.get('vs_best_peer'), 2)} "
             f"| {_f(lat.get('p50'))} | {_f(lat.get('p95'))} | " + " | ".join(cells)
             + right + f" | {_mib(r.get('peak_rss_bytes'))} |")
+    for r in rows + peers:
+        worst = r.get("worst_files")
+        if worst:
+            system = (f"served {r['protocol']} c={r['concurrency']}" if r in rows
+                      else f"peer {r['kind']}")
+            lines.append(f"- most errors, {system}: " + "; ".join(
+                f"{w['file']} ({w['errors']}/{w['units']}"
+                + (f", taken for {w['detected']}" if w["detected"] not in (None, w["language"])
+                   else "") + ")" for w in worst))
+    return lines
+
+
+def _fairness_table(levels: List[Dict]) -> List[str]:
+    """Each fairness level's evalset clips against corpus:detected at the same protocol and
+    concurrency: how much the long recording and the fallback clips delayed them."""
+    rows = [r for r in levels if r["workload"] == "fairness" and r.get("clip_latency_s")]
+    if not rows:
+        return []
+    lines = ["", "## Head-of-line blocking (`fairness`: evalset clips beside a long recording and "
+             "fallback clips)", "",
+             "Latency of the evalset clips only, in s; alone = `corpus:detected` at the same "
+             "protocol and concurrency; target: p95 in the mix at most 2× alone.", "",
+             "| proto | conc | clips | p50 alone | p95 alone | p50 mix | p95 mix | p95 mix / alone "
+             "| long s | fallback clips s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        alone = next((a for a in levels if a["workload"] == "corpus:detected"
+                      and a["protocol"] == r["protocol"]
+                      and a["concurrency"] == r["concurrency"]), None)
+        alone_lat = (alone or {}).get("latency_s", {})
+        mix = r["clip_latency_s"]
+        ratio = (mix["p95"] / alone_lat["p95"]
+                 if mix.get("p95") and alone_lat.get("p95") else None)
+        intruders = mix.get("intruders", {})
+        lines.append(
+            f"| {r['protocol']} | {r['concurrency']} | {mix['requests']} "
+            f"| {_f(alone_lat.get('p50'))} | {_f(alone_lat.get('p95'))} "
+            f"| {_f(mix.get('p50'))} | {_f(mix.get('p95'))} | {_f(ratio)} "
+            f"| {', '.join(f'{v:.1f}' for v in intruders.get('long', [])) or '–'} "
+            f"| {', '.join(f'{v:.1f}' for v in intruders.get('fallback', [])) or '–'} |")
     return lines
 
 

@@ -8,6 +8,10 @@ served system and the peers get payloads made by the same recipe from the same r
 short  one recording per request, cycled, re-encoded as 16 kHz mono WAV
 long   the English recordings joined (with 1.5 s gaps) to at least --long-seconds, as FLAC
 mix    80 % short, 20 % long (every fifth request is long)
+fairness corpus:detected with intruders: one long recording (--long-seconds) sent first and a few
+       clips that fall back through every temperature (evalset speech played backwards) spread
+       through the level; the evalset clips' latency is compared with corpus:detected's at the
+       same concurrency (head-of-line blocking by long or slow windows)
 corpus every file of the real evalset (../shared/evalset: 66 files, en zh de fr it pt), the
        languages interleaved (en, zh, de, fr, it, pt, en, zh, en, zh, ... : a short level still
        sees every language), cycled when a level asks for more, re-encoded as 16 kHz mono
@@ -33,6 +37,7 @@ from whisper_ops import recordings as corpus
 
 SAMPLE_RATE = corpus.SAMPLE_RATE
 LONG_EVERY = 5  # mix: every fifth request is long (20 %)
+FALLBACK_CLIPS = 3  # fairness: clips that fall back through temperatures, besides the long one
 MAX_SHIFT_SECONDS = 0.032
 DITHER = 2e-4
 
@@ -43,7 +48,7 @@ class Request:
     seconds: float
     reference: str
     language: str
-    kind: str  # "short", "long" or "corpus"
+    kind: str  # "short", "long", "corpus" or "fallback"
     label: str  # recording name, "long", or the evalset path
     given_language: Optional[str] = None  # sent with the request (corpus:given), else detected
 
@@ -124,7 +129,28 @@ class WorkloadBuilder:
                        item.language, "corpus", item.path,
                        item.language if language_given else None)
 
+    def fallback_clip(self, index: int) -> Request:
+        """An evalset English file played backwards: speech-like sound in no language, which
+        Whisper decodes with low confidence at every temperature (no reference: not scored)."""
+        english = [f for f in self.evalset if f.language == "en"] or self.evalset
+        item = english[index % len(english)]
+        audio = self._perturb(self._samples(item)[::-1].copy())
+        return Request(corpus.encode(audio, "wav"), audio.size / SAMPLE_RATE, "", "", "fallback",
+                       f"{item.path} (reversed)")
+
+    def fairness(self, count: int) -> List[Request]:
+        """`count` evalset clips (language detected), the long recording first and
+        FALLBACK_CLIPS reversed clips spread evenly among them."""
+        requests = [self.long()] + [self.corpus_file(i, False) for i in range(count)]
+        for k in range(FALLBACK_CLIPS, 0, -1):
+            requests.insert(1 + k * count // (FALLBACK_CLIPS + 1), self.fallback_clip(k))
+        return requests
+
     def build(self, workload: str, count: int) -> List[Request]:
+        if workload == "fairness":
+            if not self.evalset:
+                raise ValueError("the fairness workload needs the evalset (../shared/evalset)")
+            return self.fairness(count)
         if is_corpus(workload):
             mode = workload.partition(":")[2] or "detected"
             if mode not in CORPUS_MODES:
