@@ -164,3 +164,44 @@ def test_instances_of_one_server_share_a_board(tmp_path, monkeypatch):
         for board in (a, b, other_server):
             board.close(remove=True)
     assert not list(tmp_path.iterdir())
+
+
+def test_others_see_who_has_an_upload_in_flight_until_it_ends_or_goes_stale(boards, clock):
+    first, second, third = boards
+    assert first.others_in_flight() == 0
+    second.mark_in_flight(True)
+    third.mark_in_flight(True)
+    assert first.others_in_flight() == 2 and second.others_in_flight() == 1
+    third.mark_in_flight(False)
+    assert first.others_in_flight() == 1
+    # In flight is not preparing: the gathering does not wait for it.
+    assert first.others_preparing() == 0 and wait(first, 0.5) == 0.0
+    # A stub killed mid-upload never clears its slot; renewing keeps a live one counted.
+    clock.now += gather.IN_FLIGHT_STALE_AFTER_S - 1
+    assert first.others_in_flight() == 1
+    second.mark_in_flight(True)
+    clock.now += 2
+    assert first.others_in_flight() == 1
+    clock.now += gather.IN_FLIGHT_STALE_AFTER_S
+    assert first.others_in_flight() == 0
+
+
+def test_a_long_upload_takes_a_share_of_the_engine_while_others_are_in_flight(boards, clock):
+    from types import SimpleNamespace
+
+    from whisper_service.front import Front
+
+    first, second, third = boards
+    front = SimpleNamespace(board=first, windows_per_call=8)
+    assert Front.windows_per_call_now(front) == 8  # alone: all of it
+    second.mark_in_flight(True)
+    assert Front.windows_per_call_now(front) == 4
+    third.mark_in_flight(True)
+    assert Front.windows_per_call_now(front) == 2
+    crowd = [PreparationBoard(first.path, slot, clock=clock) for slot in range(3, 23)]
+    for board in crowd:
+        board.mark_in_flight(True)
+    assert Front.windows_per_call_now(front) == 1  # never nothing
+    for board in crowd:
+        board.close()
+    assert Front.windows_per_call_now(SimpleNamespace(board=None, windows_per_call=8)) == 8

@@ -334,6 +334,19 @@ def test_halves_that_say_no_more_are_dropped():
     assert PIPELINE.finish(job).text == "la la la"
 
 
+def test_the_loop_asks_before_every_call_how_many_windows_it_may_send():
+    # A long upload's share of the engine shrinks while other uploads arrive (Front
+    # .windows_per_call_now): each call takes the share of the moment.
+    job = _job([_window(25.0, 30.0 * k) for k in range(7)])
+    shares = iter([4, 1, 2])
+    words = " ".join(["word"] * 60)
+    engine = FakeEngine(lambda w, o: _result([_seg(0.0, w.duration, " " + words)], w.duration))
+    result = asyncio.run(transcribe(FakeFeatures(Limits(), 1), job, engine(job),
+                                    windows_per_call=lambda: next(shares, 8), calls_in_flight=1))
+    assert [indices for indices, _ in engine.calls] == [[0, 1, 2, 3], [4], [5, 6]]
+    assert result.text.count("word") == 7 * 60
+
+
 def test_the_loop_stops_when_the_caller_is_gone():
     job = _job([_window(10.0)])
     engine = FakeEngine(lambda w, o: _result([], w.duration))

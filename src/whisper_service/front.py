@@ -63,6 +63,7 @@ class Front:
         self.quiet_s = float(params.get("gather_quiet_ms", "40")) / 1000.0
         self.board = (PreparationBoard.for_server(args["model_instance_name"])
                       if self.gather_s > 0 else None)
+        self._uploads_in_flight = 0  # this instance's (several when Triton batches requests)
 
         engine_config = Path(args["model_repository"]).parent / self.engine_name / "config.pbtxt"
         engine_params = model_settings.read_config_parameters(engine_config)
@@ -90,12 +91,14 @@ class Front:
         """The response of one request (its error response when it fails): never raises."""
         self.metrics.started()
         self._mark_preparing(True)
+        self._count_in_flight(+1)
         try:
             return await self._answer(request, transcriber or Front.transcribe)
         except BaseException:  # noqa: BLE001 - the request must be answered whatever happens
             log.exception("whisper request failed outside its handler")
             return self.error_response(INTERNAL_MESSAGE, self.pb.TritonError.INTERNAL)
         finally:
+            self._count_in_flight(-1)
             self._mark_preparing(False)
             self.metrics.finished()
             # The upload's samples are freed by now: hand the pages back.
@@ -107,6 +110,23 @@ class Front:
     def _mark_preparing(self, preparing: bool) -> None:
         if self.board is not None:
             self.board.mark(preparing)
+
+    def _count_in_flight(self, change: int) -> None:
+        self._uploads_in_flight += change
+        if self.board is not None:
+            self.board.mark_in_flight(self._uploads_in_flight > 0)
+
+    def windows_per_call_now(self) -> int:
+        """Windows an upload may send per engine call now: windows_per_engine_call when no
+        other front has an upload in flight, else a share of it (at least one).
+
+        A 10-minute upload sent 8 windows per call, 2 calls at once, beside 20 short clips of
+        one window each: it filled half of every engine batch and doubled the clips' median
+        latency (docs/performance.md, head-of-line blocking).
+        """
+        if self.board is None:
+            return self.windows_per_call
+        return max(1, self.windows_per_call // (1 + self.board.others_in_flight()))
 
     async def _gather(self) -> None:
         """Before an upload's first engine call: let uploads being prepared catch up."""
@@ -187,7 +207,7 @@ class Front:
     async def transcribe(self, request: Any, job: Job) -> Transcription:
         """The whole upload loop on one prepared upload."""
         return await upload.transcribe(
-            self.pipeline, job, self.call_engine, windows_per_call=self.windows_per_call,
+            self.pipeline, job, self.call_engine, windows_per_call=self.windows_per_call_now,
             calls_in_flight=self.calls_in_flight, cancelled=request.is_cancelled,
             before_first_call=self._gather)
 
@@ -196,6 +216,8 @@ class Front:
     async def call_engine(self, indices, features, frames, options) -> List[WindowResult]:
         pb = self.pb
         count = len(indices)
+        if self.board is not None:
+            self.board.mark_in_flight(True)  # renewed: a long upload outlives the stale bound
         options_json = options.to_json().encode("utf-8")
         inputs = [
             pb.Tensor("FEATURES", features),

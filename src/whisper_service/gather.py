@@ -10,9 +10,13 @@ sends the next uploads of a burst over tens of milliseconds, as its answers come
 upload that arrives after the others have left would reach the engine alone, after their batch.
 A lone request sees an empty board and never waits.
 
-The board is a small file of float64 slots, two per front instance, mapped into every
-instance: the monotonic time until which its owner counts as preparing (0 when not), and when
-its last upload arrived. A stub killed mid-preparation leaves a slot that goes stale by itself.
+The board also says how many other fronts have an upload in flight, so that a long upload
+takes a fair share of each engine batch instead of filling it (see Front.windows_per_call_now).
+
+The board is a small file of float64 slots, three per front instance, mapped into every
+instance: the monotonic time until which its owner counts as preparing (0 when not), when its
+last upload arrived, and until when it counts as having an upload in flight (renewed at each
+engine call). A stub killed mid-upload leaves slots that go stale by themselves.
 
 The clock and the sleep are injectable (real time by default): the tests drive the waiting
 with a stand-in clock instead of waiting.
@@ -34,6 +38,10 @@ SLOTS = 64
 # A slot older than this no longer counts: a preparation takes milliseconds, a dead stub's
 # slot must not make the others wait forever.
 STALE_AFTER_S = 2.0
+# An upload in flight renews its slot at every engine call; one call can take tens of seconds
+# under load, and a dead stub's slot only costs the others some of their share until then.
+IN_FLIGHT_STALE_AFTER_S = 120.0
+ARRAYS = 3  # preparing until, last arrival, in flight until
 POLL_S = 0.01
 
 
@@ -52,13 +60,15 @@ class PreparationBoard:
         self._sleep: Sleep = asyncio.sleep if sleep is None else sleep
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < 2 * SLOTS * 8:
-                os.ftruncate(fd, 2 * SLOTS * 8)  # the same size from every instance: idempotent
-            self._map = mmap.mmap(fd, 2 * SLOTS * 8)
+            if os.fstat(fd).st_size < ARRAYS * SLOTS * 8:
+                # The same size from every instance: idempotent.
+                os.ftruncate(fd, ARRAYS * SLOTS * 8)
+            self._map = mmap.mmap(fd, ARRAYS * SLOTS * 8)
         finally:
             os.close(fd)
         values = np.frombuffer(self._map, dtype=np.float64)
-        self._slots, self._arrivals = values[:SLOTS], values[SLOTS:]
+        self._slots, self._arrivals, self._in_flight = (
+            values[:SLOTS], values[SLOTS:2 * SLOTS], values[2 * SLOTS:])
 
     @classmethod
     def for_server(cls, instance_name: str, server_pid: Optional[int] = None,
@@ -75,6 +85,16 @@ class PreparationBoard:
         self._slots[self.slot] = now + STALE_AFTER_S if preparing else 0.0
         if preparing:
             self._arrivals[self.slot] = now
+
+    def mark_in_flight(self, in_flight: bool) -> None:
+        """True while this instance has an upload in flight (renew it at each engine call),
+        False when it has none left."""
+        self._in_flight[self.slot] = self._clock() + IN_FLIGHT_STALE_AFTER_S if in_flight else 0.0
+
+    def others_in_flight(self) -> int:
+        live = self._in_flight > self._clock()
+        live[self.slot] = False
+        return int(live.sum())
 
     def others_preparing(self) -> int:
         live = self._slots > self._clock()
@@ -98,7 +118,7 @@ class PreparationBoard:
         return self._clock() - started
 
     def close(self, remove: bool = False) -> None:
-        self._slots = self._arrivals = None  # type: ignore[assignment]
+        self._slots = self._arrivals = self._in_flight = None  # type: ignore[assignment]
         self._map.close()
         if remove:
             self.path.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Awaitable, Callable, List, Optional, Sequence
+from typing import Awaitable, Callable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -48,16 +48,22 @@ async def transcribe(
     job: Job,
     call_engine: EngineCall,
     *,
-    windows_per_call: int = 8,
+    windows_per_call: Union[int, Callable[[], int]] = 8,
     calls_in_flight: int = 2,
     cancelled: Callable[[], bool] = lambda: False,
     before_first_call: Optional[Callable[[], Awaitable[None]]] = None,
 ) -> Transcription:
     first = [True]
+    # A callable is asked before every call: the share of the engine this upload may take now.
+    per_call = windows_per_call if callable(windows_per_call) else lambda: windows_per_call
 
     async def send(indices: Sequence[int], options: DecodeOptions) -> None:
         pending = []
-        for chunk, features, frames in pipeline.chunks(job, windows_per_call, indices):
+        todo = list(indices)
+        while todo:
+            size = max(1, per_call())
+            chunk, features, frames = next(pipeline.chunks(job, size, todo[:size]))
+            todo = todo[size:]
             if cancelled():
                 raise Cancelled()
             if first[0]:
