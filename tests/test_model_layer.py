@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -211,6 +213,42 @@ def test_engine_batch_answers_each_request_and_refuses_only_the_bad_one(engine):
     assert observations[observed:] == [4]
 
 
+def test_engine_answers_its_batch_while_a_window_that_needs_its_fallback_finishes_later(
+        engine, monkeypatch):
+    n_mels = engine.model.engine.n_mels
+    features, frames = first_window(corpus.JFK, n_mels)
+    backwards = features.copy()  # the speech played backwards: no language, fallback at T=0
+    backwards[0, :, :frames[0]] = features[0, :, :frames[0]][:, ::-1]
+    good = engine_request(features, frames, DecodeOptions())
+    slow = engine_request(backwards, frames, DecodeOptions())
+    release, finished = threading.Event(), []
+    real_finish = engine.model.engine.finish
+
+    def held_finish(deferred):
+        release.wait(120)
+        finished.append(deferred.index)
+        return real_finish(deferred)
+
+    monkeypatch.setattr(engine.model.engine, "finish", held_finish)
+    with engine.lock:
+        returned = engine.model.execute([good, slow])
+
+    # execute is back, the next batch may start: the good window is answered, the other
+    # one waits for its fallback in the background.
+    assert returned is None
+    assert good.sender.is_closed() and not slow.sender.is_closed()
+    [[raw]] = good.sender.responses[0].output("WINDOW_RESULT")
+    assert wer(corpus.JFK.transcript, window_text(raw)) < 0.2
+    release.set()
+    deadline = time.monotonic() + 300
+    while not slow.sender.is_closed() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert finished == [1]
+    [response] = slow.sender.responses
+    assert not response.has_error()
+    assert json.loads(response.output("WINDOW_RESULT")[0][0])["segments"] is not None
+
+
 def test_engine_warms_up_in_initialize_and_callers_cannot_trigger_it(engine):
     # initialize decoded a batch of silence before it returned (Triton reports ready after).
     assert WARM_UPS == [4]
@@ -340,6 +378,8 @@ def test_engine_failure_inside_the_decode_is_internal_with_a_short_message(
     n_mels = engine.model.engine.n_mels
     good = first_window(corpus.HOTWORDS, n_mels)
     monkeypatch.setattr(engine.model.engine, "transcribe_windows", failure)
+    monkeypatch.setattr(engine.model.engine, "transcribe_windows_deferring_fallback",
+                        lambda *args: (failure(*args), []))
     logged = len(stub.LOG)
 
     first, refused, second = engine.execute([

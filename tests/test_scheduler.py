@@ -36,8 +36,10 @@ class FakeDecoder:
     def __init__(self, multilingual: bool = True, skipped_in_packs=(), failing=(),
                  improbable_packs: bool = False, cut_short_in_packs=(),
                  untranslated_in_packs=(), languages: Optional[Dict[int, Tuple[str, float]]] = None,
-                 failing_detection: bool = False):
+                 failing_detection: bool = False, hard=()):
         self.multilingual = multilingual
+        # Clips whose first temperature is improbable alone; the fallback finds them.
+        self.hard = set(hard)
         # What detect_languages finds per clip id (default: English, at 0.9).
         self.languages = languages or {}
         self.failing_detection = failing_detection
@@ -63,7 +65,7 @@ class FakeDecoder:
             self.windows.extend(windows)
         if any(i in self.failing for clip_ids in ids for i in clip_ids):
             raise RuntimeError("this window breaks the decoder")
-        return [self._result(w, clip_ids) for w, clip_ids in zip(windows, ids)]
+        return [self._result(w, clip_ids, fallback) for w, clip_ids in zip(windows, ids)]
 
     def detect_languages(self, windows: Sequence[DecodeWindow]) -> List[Dict[str, float]]:
         ids = [self._ids(w)[0] for w in windows]
@@ -79,8 +81,14 @@ class FakeDecoder:
         starts = packing.offsets(window.clip_frames) if window.clip_frames else [0]
         return [int(window.features[0, start]) for start in starts]
 
-    def _result(self, window: DecodeWindow, clip_ids: List[int]) -> WindowResult:
+    def _result(self, window: DecodeWindow, clip_ids: List[int], fallback: bool = True
+                ) -> WindowResult:
         packed = window.clip_frames is not None
+        if self.hard.intersection(clip_ids):
+            logprob, temperature = (-0.5, 0.4) if fallback and not packed else (-2.0, 0.0)
+            text = " ".join(f" clip{i}" for i in clip_ids)
+            return WindowResult("en", 1.0, {"en": 1.0}, logprob, 0.01, 1.0, temperature,
+                                [WindowSegment(0.0, window.num_frames / 100, text)])
         frames = window.clip_frames or [window.num_frames]
         segments = []
         for clip_id, start, length in zip(clip_ids, packing.offsets(frames), frames):
@@ -421,3 +429,52 @@ def test_per_window_layout_decodes_a_few_windows_per_call_and_batched_all_at_onc
     Scheduler(batched, BatchLayout.BATCHED).transcribe_windows(
         features, frames, [DecodeOptions(language="en")] * 10)
     assert [len(ids) for ids, _, _ in batched.calls] == [10]
+
+
+def test_a_window_that_needs_its_fallback_is_deferred_and_the_others_are_not_held():
+    decoder = FakeDecoder(hard=[2])
+    scheduler = Scheduler(decoder, workers=2)
+    features, frames = _batch([1, 2, 3])
+    outcomes, deferred = scheduler.transcribe_windows_deferring_fallback(
+        features, frames, [DecodeOptions(language="en")] * 3)
+    # The pack with the hard clip is improbable: its clips are decoded alone, at the first
+    # temperature only; two are done, the third waits for its fallback.
+    assert _texts(outcomes)[0] == "clip1" and _texts(outcomes)[2] == "clip3"
+    assert [d.index for d in deferred] == [1]
+    assert outcomes[1].avg_logprob == -2.0
+    assert all(not fallback for ids, fallback, _ in decoder.calls if ids == [[2]])
+    features[:] = 0  # the caller's batch may be gone by the time it finishes
+    finished = scheduler.finish(deferred[0])
+    assert (finished.text.strip(), finished.temperature) == ("clip2", 0.4)
+    assert decoder.calls[-1][:2] == ([[2]], True)
+    scheduler.close()
+
+
+def test_without_deferring_the_fallback_runs_in_the_batch_and_nothing_is_deferred():
+    decoder = FakeDecoder(hard=[2])
+    features, frames = _batch([1, 2, 3])
+    outcomes, deferred = Scheduler(decoder).transcribe_windows_deferring_fallback(
+        features, frames, [DecodeOptions(language="en")] * 3, defer_fallback=False)
+    assert deferred == [] and outcomes[1].temperature == 0.4
+    assert Scheduler(FakeDecoder(hard=[2])).transcribe_windows(
+        features, frames, [DecodeOptions(language="en")] * 3)[1].temperature == 0.4
+
+
+def test_a_deferred_window_keeps_the_language_detected_on_its_speech():
+    decoder = FakeDecoder(hard=[2], languages={2: ("de", 0.8)})
+    scheduler = Scheduler(decoder)
+    features, frames = _batch([1, 2, 3])
+    _, deferred = scheduler.transcribe_windows_deferring_fallback(
+        features, frames, [DecodeOptions()] * 3)
+    assert [d.index for d in deferred] == [1]
+    assert deferred[0].window.options.language == "de"
+    finished = scheduler.finish(deferred[0])
+    assert (finished.language, finished.language_probability) == ("de", 0.8)
+
+
+def test_a_window_at_the_last_temperature_is_never_deferred():
+    decoder = FakeDecoder(hard=[2])
+    features, frames = _batch([2])
+    _, deferred = Scheduler(decoder).transcribe_windows_deferring_fallback(
+        features, frames, [DecodeOptions(language="en", temperature=1.0)])
+    assert deferred == []

@@ -32,6 +32,7 @@ import json
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -510,6 +511,9 @@ class LoadedModel:
             elif id(req) in answers:
                 responses.append(answers[id(req)])
             else:
+                # Sent through the response sender: perhaps from another thread, after
+                # execute returned (Triton's default mode allows that since 24.06).
+                await self._until_final(req)
                 responses.append(self._final_sent(req))
         for req, response in zip(requests, responses):
             if id(req) not in refused:
@@ -537,6 +541,13 @@ class LoadedModel:
     def _execute_locked(self, requests):
         with self.lock:
             return self.model.execute(requests)
+
+    FINAL_RESPONSE_TIMEOUT_S = 300.0
+
+    async def _until_final(self, req: InferenceRequest) -> None:
+        deadline = time.monotonic() + self.FINAL_RESPONSE_TIMEOUT_S
+        while not req.sender.is_closed() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def _final_sent(self, req: InferenceRequest) -> InferenceResponse:
         sent = req.sender.sent

@@ -8,14 +8,14 @@ prompts, generation with fallback, continuation, word alignment) and `scheduler.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from whisper_service.decoder import WhisperDecoder
 from whisper_service.decoding import BatchLayout
 from whisper_service.options import DecodeOptions
-from whisper_service.scheduler import Scheduler, WindowOutcome
+from whisper_service.scheduler import DeferredWindow, Scheduler, WindowOutcome
 from whisper_service.settings import ModelSettings
 
 
@@ -42,6 +42,19 @@ class WhisperEngine:
                            ) -> List[WindowOutcome]:
         """One outcome per window: its WindowResult in window time, or the exception it raised."""
         return self.scheduler.transcribe_windows(features, num_frames, options, workers)
+
+    def transcribe_windows_deferring_fallback(
+            self, features: np.ndarray, num_frames: Sequence[int],
+            options: Sequence[DecodeOptions], workers: Optional[int] = None
+    ) -> Tuple[List[WindowOutcome], List[DeferredWindow]]:
+        """As transcribe_windows, but windows that need temperature fallback come back as
+        DeferredWindows, to be finished (`finish`) after the others are answered."""
+        return self.scheduler.transcribe_windows_deferring_fallback(features, num_frames,
+                                                                    options, workers)
+
+    def finish(self, deferred: DeferredWindow) -> WindowOutcome:
+        """A deferred window's outcome, with its temperature fallback."""
+        return self.scheduler.finish(deferred)
 
     def warm_up(self, windows: int) -> None:
         self.decoder.warm_up(windows)

@@ -17,6 +17,10 @@ milliseconds with a fake decoder. Per batch of windows from many uploads:
    back to be decoded alone (with temperature fallback), as does a clip whose text is too
    repetitive or too sparse for its length; a clip that came back empty is packed once more
    with the other such clips, then decoded alone.
+5. With `defer_fallback`, a window decoded alone gets its first temperature only; those that
+   need the fallback are handed back as `DeferredWindow`s, for the caller to finish (`finish`)
+   after it has answered the rest: one window sampled at five temperatures held a whole batch
+   of other uploads' windows for 20-40 s.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ PER_WINDOW_CALL_WINDOWS = 2  # windows per decoder call on the PER_WINDOW layout
 # 0.30-0.49, and one taken for Arabic at 0.48 that the padded window called English at 0.48.)
 TRUSTED_LANGUAGE_PROBABILITY = 0.5
 T = TypeVar("T")
+
+
+@dataclass
+class DeferredWindow:
+    """A window whose first attempt needs temperature fallback, to be finished later."""
+    index: int  # in the batch
+    window: DecodeWindow  # its own copy of the features: the batch may be gone by then
+    first_attempt: WindowResult
+    detected: Optional[Dict[str, float]]  # the language detected on its speech, if used
 
 
 @dataclass
@@ -87,21 +100,42 @@ class Scheduler:
                            ) -> List[WindowOutcome]:
         """One outcome per window: its result in window time, or the exception it raised.
         `workers` (at most the scheduler's) shares the batch among fewer workers."""
+        outcomes, _ = self.transcribe_windows_deferring_fallback(
+            features, num_frames, options, workers, defer_fallback=False)
+        return outcomes
+
+    def transcribe_windows_deferring_fallback(
+            self, features: np.ndarray, num_frames: Sequence[int],
+            options: Sequence[DecodeOptions], workers: Optional[int] = None,
+            defer_fallback: bool = True) -> Tuple[List[WindowOutcome], List[DeferredWindow]]:
+        """As transcribe_windows, except that windows needing temperature fallback come back
+        as DeferredWindows (their outcome here is only the first attempt): `finish` each."""
         workers = self.workers if workers is None else max(1, min(workers, self.workers))
         outcomes: List[Optional[WindowOutcome]] = [self.decoder.refusal(o) for o in options]
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
         batch = _Batch(features, num_frames, list(options))
         detected = self._detect_languages_to_pack(batch, todo, workers)
         units = self._packed_units(batch, todo, workers)
-        self._on_workers(lambda share: self._settle(share, batch, outcomes), units,
-                         [u.cost for u in units], workers)
+        first_only: List[int] = []  # windows decoded alone without their fallback
+        self._on_workers(
+            lambda share: self._settle(share, batch, outcomes, defer_fallback, first_only),
+            units, [u.cost for u in units], workers)
         for i, languages in detected.items():
-            # Decoded in the language detected for it: report that detection.
-            outcome = outcomes[i]
-            if isinstance(outcome, WindowResult):
-                outcome.language, outcome.language_probability = next(iter(languages.items()))
-                outcome.language_probs = languages
-        return outcomes  # type: ignore[return-value]
+            _report_detected(outcomes[i], languages)
+        deferred = [DeferredWindow(i, replace(batch.alone(i).window,
+                                              features=np.array(features[i])),
+                                   outcomes[i], detected.get(i))  # type: ignore[arg-type]
+                    for i in sorted(first_only)
+                    if isinstance(outcomes[i], WindowResult)
+                    and _needs_fallback(outcomes[i], batch.options[i])]  # type: ignore[arg-type]
+        return outcomes, deferred  # type: ignore[return-value]
+
+    def finish(self, deferred: DeferredWindow) -> WindowOutcome:
+        """A deferred window decoded again, with its temperature fallback."""
+        outcome = self._decode_one(Unit(deferred.window, True, [deferred.index]), True)
+        if deferred.detected:
+            _report_detected(outcome, deferred.detected)
+        return outcome
 
     def _on_workers(self, work: Callable[[List[T]], object], items: List[T],
                     costs: List[float], workers: int) -> None:
@@ -152,15 +186,20 @@ class Scheduler:
         return detected
 
     def _settle(self, units: List[Unit], batch: "_Batch",
-                outcomes: List[Optional[WindowOutcome]]) -> None:
+                outcomes: List[Optional[WindowOutcome]], defer_fallback: bool = False,
+                first_only: Optional[List[int]] = None) -> None:
         """Decode units in this thread, and what they give back, until every clip has its
-        outcome (written at the clip's own index: threads never share an index)."""
+        outcome (written at the clip's own index: threads never share an index). With
+        defer_fallback, windows decoded alone get their first temperature only, and are
+        listed in first_only."""
         for packing_round in range(PACKING_ROUNDS):
             to_pack: List[int] = []
             alone: List[int] = []
-            for unit, outcome in zip(units, self._decode(units)):
+            for unit, outcome in zip(units, self._decode(units, not defer_fallback)):
                 if len(unit.members) == 1:
                     outcomes[unit.members[0]] = outcome
+                    if defer_fallback and unit.fallback and first_only is not None:
+                        first_only.append(unit.members[0])  # list.append: thread-safe
                     continue
                 kept, skipped = split_packed(unit, outcome, batch.num_frames, batch.options)
                 for i, result in kept.items():
@@ -198,11 +237,12 @@ class Scheduler:
             return None
         return replace(opts, word_timestamps=False)
 
-    def _decode(self, units: Sequence[Unit]) -> List[WindowOutcome]:
+    def _decode(self, units: Sequence[Unit], fallback: bool = True) -> List[WindowOutcome]:
+        """fallback False: every unit gets its first temperature only."""
         outcomes: List[Optional[WindowOutcome]] = [None] * len(units)
         groups: Dict[tuple, List[int]] = {}
         for index, unit in enumerate(units):
-            key = (unit.window.options.generation_key(), unit.fallback)
+            key = (unit.window.options.generation_key(), unit.fallback and fallback)
             groups.setdefault(key, []).append(index)
         chunks = [(fallback, indices[i:i + self.windows_per_call])
                   for (_, fallback), indices in groups.items()
@@ -285,6 +325,22 @@ def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
         elif not quality.too_repetitive(result.compression_ratio):
             kept[i] = result
     return kept, skipped
+
+
+def _report_detected(outcome: Optional[WindowOutcome], languages: Dict[str, float]) -> None:
+    """Decoded in the language detected for it on its speech: report that detection."""
+    if isinstance(outcome, WindowResult):
+        outcome.language, outcome.language_probability = next(iter(languages.items()))
+        outcome.language_probs = languages
+
+
+def _needs_fallback(result: WindowResult, options: DecodeOptions) -> bool:
+    """What the decoder's temperature fallback asks of an attempt, asked of a result."""
+    if len(quality.temperature_schedule(options.temperature)) < 2:
+        return False  # no higher temperature to try
+    return quality.needs_fallback(result.avg_logprob, result.no_speech_prob,
+                                  result.compression_ratio,
+                                  quality.off_target(result.text.strip(), options.task))
 
 
 def _began_in_an_earlier_clip(outcome: WindowResult, frames: Sequence[int], position: int

@@ -4,6 +4,12 @@ Each request carries one or more 30 s windows (features) of one upload; Triton's
 batcher joins requests from many uploads, and WhisperEngine encodes and decodes all their
 windows together. A window that fails fails only the request that owns it.
 
+Responses go out through each request's response sender (allowed in Triton's default mode
+since 24.06), so that a window that needs temperature fallback (sampling at up to five
+temperatures: tens of seconds on a CPU) does not hold the batch: the other requests are
+answered, execute returns and the next batch starts, while one background thread finishes
+that window and answers its request.
+
 The engine is internal but reachable by anyone who reaches Triton's ports: every request is
 checked (whisper_service.engine_requests) before its windows join the batch, callers without
 the front's secret (WHISPER_ENGINE_SECRET) are turned away, and nothing raises out of execute.
@@ -20,6 +26,8 @@ sys.path[:] = [p for p in sys.path if p not in _before] + _before
 import json
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +49,10 @@ log = logging.getLogger("whisper_engine")
 ENGINE_FAILED = "the transcription engine failed; see the server log"
 FRONT_MODEL = "whisper"
 WARM_UP_WINDOWS = 4
+# Windows at most waiting for their fallback in the background; past it, a batch's fallbacks
+# run inside execute as before (the engine takes no new batch until they are done), so a
+# flood of noise cannot pile up work and memory behind the requests that are answered.
+MAX_DEFERRED_WINDOWS = 4
 
 
 class TritonPythonModel:
@@ -64,6 +76,9 @@ class TritonPythonModel:
         map_large_buffers_apart_until_ready()
         self.engine = WhisperEngine(self.settings, device_index=device_index)
         self.metrics = EngineMetrics(pb_utils, model=args["model_name"])
+        self._later = ThreadPoolExecutor(1, thread_name_prefix="whisper-fallback")
+        self._deferred_lock = threading.Lock()
+        self._deferred_windows = 0  # waiting for the background thread
         # "Ready" means warm: Triton reports the model ready only once initialize returns.
         self.engine.warm_up(WARM_UP_WINDOWS)
         serve_from_the_heaps()
@@ -74,7 +89,9 @@ class TritonPythonModel:
             f"{self.limits}")
 
     def execute(self, requests):
+        senders = [request.get_response_sender() for request in requests]
         responses = [None] * len(requests)
+        later = {}  # request index -> its outcomes so far and its deferred windows
         accepted = {}  # request index -> EngineRequest
         for r, request in enumerate(requests):
             try:
@@ -86,16 +103,22 @@ class TritonPythonModel:
                 responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
         if accepted:
             try:
-                self._decode(accepted, responses)
+                later = self._decode(accepted, responses)
             except Exception:  # noqa: BLE001 - nothing may raise out of execute
                 log.exception("whisper_engine batch of %d windows failed",
                               sum(len(windows) for windows in accepted.values()))
+                later = {}
                 for r in accepted:
                     if responses[r] is None:
                         responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+        for r, sender in enumerate(senders):
+            if r not in later:
+                _send(sender, responses[r])
+        if later:
+            self._later.submit(self._finish_later, later, {r: senders[r] for r in later})
         # A big batch's activations are freed: hand the pages back.
         give_back_freed_memory()
-        return responses
+        return None
 
     def _read(self, request):
         """The request's windows, checked; InvalidInputError with a sentence otherwise."""
@@ -107,22 +130,52 @@ class TritonPythonModel:
                             limits=self.limits)
 
     def _decode(self, accepted, responses):
-        """Decode the windows of all accepted requests together; answer each request."""
+        """Decode the windows of all accepted requests together; answer each request whose
+        windows are all done. Returns the others: request -> (its outcomes by batch index,
+        its deferred windows)."""
         owners = [r for r, windows in accepted.items() for _ in range(len(windows))]
         features = np.concatenate([windows.features for windows in accepted.values()])
         frames = [n for windows in accepted.values() for n in windows.frames]
         options = [o for windows in accepted.values() for o in windows.options]
         self.metrics.batch(len(options))
-        outcomes = self.engine.transcribe_windows(features, frames, options)
+        with self._deferred_lock:
+            room = self._deferred_windows < MAX_DEFERRED_WINDOWS
+        if room:
+            outcomes, deferred = self.engine.transcribe_windows_deferring_fallback(
+                features, frames, options)
+        else:
+            outcomes, deferred = self.engine.transcribe_windows(features, frames, options), []
+        with self._deferred_lock:
+            self._deferred_windows += len(deferred)
+        later = {}
         for r in accepted:
-            mine = [outcomes[i] for i, owner in enumerate(owners) if owner == r]
+            mine = {i: outcomes[i] for i, owner in enumerate(owners) if owner == r}
+            waiting = [d for d in deferred if owners[d.index] == r]
+            if waiting:
+                later[r] = (mine, waiting)
+            else:
+                responses[r] = _answer(list(mine.values()))
+        return later
+
+    def _finish_later(self, later, senders):
+        """In the background thread: finish the deferred windows, answer their requests."""
+        for r, (mine, waiting) in later.items():
             try:
-                responses[r] = _response(mine)
-            except Exception:  # noqa: BLE001 - e.g. a result that does not serialise
-                log.exception("whisper_engine could not answer a request")
-                responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+                for deferred in waiting:
+                    mine[deferred.index] = self.engine.finish(deferred)
+                response = _answer(list(mine.values()))
+            except Exception:  # noqa: BLE001 - the request must be answered whatever happens
+                log.exception("whisper_engine could not finish a deferred window")
+                response = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+            finally:
+                with self._deferred_lock:
+                    self._deferred_windows -= len(waiting)
+            _send(senders[r], response)
+        give_back_freed_memory()
 
     def finalize(self):
+        # Requests whose windows are still finishing in the background are answered first.
+        self._later.shutdown(wait=True)
         # Unload through the repository API is the old service's "clear GPU memory": free the
         # CTranslate2 model now rather than when the stub process happens to exit.
         self.engine.release()
@@ -143,6 +196,22 @@ def _front_limits(repository):
 def _input(request, name):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()
+
+
+def _answer(outcomes):
+    try:
+        return _response(outcomes)
+    except Exception:  # noqa: BLE001 - e.g. a result that does not serialise
+        log.exception("whisper_engine could not answer a request")
+        return _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+
+
+def _send(sender, response):
+    """The request's one response, final."""
+    try:
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    except Exception:  # noqa: BLE001 - e.g. the request was cancelled and its sender closed
+        log.exception("whisper_engine could not send a response")
 
 
 def _response(outcomes):
