@@ -250,6 +250,26 @@ def test_a_clip_a_segment_ran_into_from_a_clip_the_decode_lost_is_not_kept():
     assert sorted(kept) == [0, 1] and skipped == []
 
 
+def test_a_clip_whose_first_words_went_missing_is_decoded_alone_with_the_clip_before():
+    """Seen served on base: a 4.3 s clip came back from a pack as "I tell thee the truth,",
+    without "By Allah replied the fireman" before it, which went to the clip before."""
+    frames = [500, 430, 300]
+    options = [DecodeOptions(language="en")] * 3
+    unit = Unit(DecodeWindow(np.zeros((N_MELS, packing.FRAMES), np.float32), 1430,
+                             options[0], frames), False, [0, 1, 2])
+    outcome = WindowResult("en", 1.0, {"en": 1.0}, -0.3, 0.01, 1.2, 0.0, [
+        WindowSegment(0.3, 7.0, " the first clip speaks here. By Allah replied the fireman,"),
+        WindowSegment(8.3, 9.9, " I tell thee the truth,"),
+        WindowSegment(11.4, 13.5, " and the third clip here")])
+    kept, skipped = split_packed(unit, outcome, frames, options)
+    assert sorted(kept) == [2] and skipped == []  # clips 0 and 1 go alone
+    # Starting within its first second and a half is a clip's usual start: kept.
+    outcome.segments[1] = WindowSegment(6.3, 9.9, " By Allah replied the fireman, I tell thee")
+    outcome.segments[0] = WindowSegment(0.3, 4.9, " the first clip speaks here.")
+    kept, skipped = split_packed(unit, outcome, frames, options)
+    assert sorted(kept) == [0, 1, 2]
+
+
 def test_a_clip_given_far_more_text_than_its_length_holds_is_decoded_alone():
     """A 4 s clip came back from a pack as its sentence said twice: too much text for 4 s."""
     assert quality.too_dense_for_clip(
