@@ -124,8 +124,26 @@ def settled_snapshot(http_url: str, before: Dict[str, Dict], answered: int,
                       - _stat(before[MODEL], "inference_stats", kind, "count")
                       for kind in ("success", "fail"))
         if counted >= answered or time.monotonic() >= deadline:
-            return after
+            break
         time.sleep(0.05)
+    # The engine answers through its response senders before its execute returns, and Triton
+    # records an execution only once it has returned: wait until its statistics stop moving.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(ENGINE_SETTLE_S)
+        again = snapshot(http_url)
+        if _executions(again) == _executions(after):
+            return again
+        after = again
+    return after
+
+
+ENGINE_SETTLE_S = 0.25
+
+
+def _executions(snap: Dict[str, Dict]) -> int:
+    return sum(_stat(entry, "compute_infer", "count")
+               for entry in snap[ENGINE].get("batch_stats", []))
 
 
 def _stat(entry: Dict, *keys: str) -> int:
