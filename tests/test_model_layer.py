@@ -230,6 +230,7 @@ def test_engine_answers_its_batch_while_a_window_that_needs_its_fallback_finishe
         return real_finish(deferred)
 
     monkeypatch.setattr(engine.model.engine, "finish", held_finish)
+    monkeypatch.setattr(engine.model, "defer_fallback", True)  # off by default (config.pbtxt)
     with engine.lock:
         returned = engine.model.execute([good, slow])
 

@@ -247,10 +247,11 @@ class Scheduler:
         outcomes: List[Optional[WindowOutcome]] = [None] * len(units)
         groups: Dict[tuple, List[int]] = {}
         for index, unit in enumerate(units):
-            key = (unit.window.options.generation_key(), unit.fallback and fallback)
+            # Packed and lone windows are never mixed in one call, deferring or not.
+            key = (unit.window.options.generation_key(), unit.fallback, fallback)
             groups.setdefault(key, []).append(index)
-        chunks = [(fallback, indices[i:i + self.windows_per_call])
-                  for (_, fallback), indices in groups.items()
+        chunks = [(own and allowed, indices[i:i + self.windows_per_call])
+                  for (_, own, allowed), indices in groups.items()
                   for i in range(0, len(indices), self.windows_per_call)]
         for fallback, indices in chunks:
             try:

@@ -76,6 +76,10 @@ class TritonPythonModel:
         map_large_buffers_apart_until_ready()
         self.engine = WhisperEngine(self.settings, device_index=device_index)
         self.metrics = EngineMetrics(pb_utils, model=args["model_name"])
+        # Off by default: with it on, 2 of 3 CI runs lost words at packed clips' edges in
+        # the accuracy checks (not yet explained; docs/architecture.md).
+        self.defer_fallback = model_settings.config_parameters(config).get(
+            "defer_fallback", "false").strip().lower() == "true"
         self._later = ThreadPoolExecutor(1, thread_name_prefix="whisper-fallback")
         self._deferred_lock = threading.Lock()
         self._deferred_windows = 0  # waiting for the background thread
@@ -139,7 +143,7 @@ class TritonPythonModel:
         options = [o for windows in accepted.values() for o in windows.options]
         self.metrics.batch(len(options))
         with self._deferred_lock:
-            room = self._deferred_windows < MAX_DEFERRED_WINDOWS
+            room = self.defer_fallback and self._deferred_windows < MAX_DEFERRED_WINDOWS
         if room:
             outcomes, deferred = self.engine.transcribe_windows_deferring_fallback(
                 features, frames, options)
