@@ -93,7 +93,10 @@ class TritonPythonModel:
             f"{self.limits}")
 
     def execute(self, requests):
-        senders = [request.get_response_sender() for request in requests]
+        # Response senders only when a window may be deferred; otherwise the responses are
+        # returned from execute, as before deferral existed.
+        senders = ([request.get_response_sender() for request in requests]
+                   if self.defer_fallback else None)
         responses = [None] * len(requests)
         later = {}  # request index -> its outcomes so far and its deferred windows
         accepted = {}  # request index -> EngineRequest
@@ -115,12 +118,14 @@ class TritonPythonModel:
                 for r in accepted:
                     if responses[r] is None:
                         responses[r] = _error(ENGINE_FAILED, pb_utils.TritonError.INTERNAL)
+        if senders is None:
+            give_back_freed_memory()  # a big batch's activations are freed: hand pages back
+            return responses
         for r, sender in enumerate(senders):
             if r not in later:
                 _send(sender, responses[r])
         if later:
             self._later.submit(self._finish_later, later, {r: senders[r] for r in later})
-        # A big batch's activations are freed: hand the pages back.
         give_back_freed_memory()
         return None
 
