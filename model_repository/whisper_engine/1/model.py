@@ -4,11 +4,11 @@ Each request carries one or more 30 s windows (features) of one upload; Triton's
 batcher joins requests from many uploads, and WhisperEngine encodes and decodes all their
 windows together. A window that fails fails only the request that owns it.
 
-Responses go out through each request's response sender (allowed in Triton's default mode
-since 24.06), so that a window that needs temperature fallback (sampling at up to five
-temperatures: tens of seconds on a CPU) does not hold the batch: the other requests are
-answered, execute returns and the next batch starts, while one background thread finishes
-that window and answers its request.
+With the `defer_fallback` parameter on (off by default), responses go out through each
+request's response sender (allowed in Triton's default mode since 24.06), so that a window
+that needs temperature fallback (sampling at up to five temperatures: tens of seconds on a
+CPU) does not hold the batch: the other requests are answered, execute returns and the next
+batch starts, while one background thread finishes that window and answers its request.
 
 The engine is internal but reachable by anyone who reaches Triton's ports: every request is
 checked (whisper_service.engine_requests) before its windows join the batch, callers without
