@@ -248,6 +248,29 @@ def test_split_result_gives_each_clip_its_words_in_its_own_time():
     assert clips[0].language_probs is not clips[1].language_probs
 
 
+def test_a_word_timed_in_the_gap_between_clips_goes_with_its_nearest_word_in_a_clip():
+    word = lambda w, s, e: {"word": w, "start": s, "end": e, "probability": 0.9}  # noqa: E731
+    # clips of 5 s and 4 s: speech at 0-5 and 6-10 s. Seen served: DTW timed a clip's first
+    # word, "Then", at 5.12-5.4 s, in the gap before it, and by its middle it went to the
+    # clip before, which said nothing.
+    packed = _packed_result([{"start": 5.1, "end": 10.0, "text": "", "words": [
+        word(" Then", 5.12, 5.4), word(" you", 6.1, 6.3), word(" go", 6.3, 6.5),
+        word(" folder.", 9.5, 9.98), word(" Mm", 9.99, 9.99)]}])
+    clips = packing.split_result(packed, [500, 400], keep_words=[True, True])
+    assert clips[0].segments == []
+    assert clips[1].text == " Then you go folder. Mm"
+    # Between two clips' words, it goes with the nearer.
+    packed = _packed_result([{"start": 4.0, "end": 7.0, "text": "", "words": [
+        word(" silly.", 4.6, 4.95), word(" oh", 5.1, 5.2), word(" Then", 5.6, 5.9),
+        word(" you", 6.1, 6.3)]}])
+    clips = packing.split_result(packed, [500, 400], keep_words=[True, True])
+    assert (clips[0].text, clips[1].text) == (" silly. oh", " Then you")
+    # A segment none of whose words touches a clip goes by their middles, as before.
+    lost = _packed_result([{"start": 5.0, "end": 5.9, "text": "", "words": [
+        word(" uh", 5.05, 5.2), word(" um", 5.7, 5.9)]}])
+    assert [c.text for c in packing.split_result(lost, [500, 400], [True, True])] == [" uh", " um"]
+
+
 def test_a_word_said_across_two_packed_clips_is_caught():
     word = lambda w, s, e: {"word": w, "start": s, "end": e, "probability": 0.9}  # noqa: E731
     # clips of 4 s each: speech at 0-4, 5-9 and 10-14 s (1 s gaps)

@@ -168,6 +168,7 @@ def split_result(result: WindowResult, frames: Sequence[int], keep_words: Sequen
     starts = [o / FRAMES_PER_SECOND for o in offsets(frames, gap)]
     lengths = [f / FRAMES_PER_SECOND for f in frames]
     owner = _owner(frames, gap)
+    spans = _clip_spans(frames, gap)
 
     clips = [replace(result, segments=[], language_probs=dict(result.language_probs))
              for _ in frames]
@@ -177,8 +178,8 @@ def split_result(result: WindowResult, frames: Sequence[int], keep_words: Sequen
             clips[clip].segments.append(_shifted(segment, starts[clip], lengths[clip], []))
             continue
         by_clip: Dict[int, List[WordTiming]] = {}
-        for word in segment.words:
-            by_clip.setdefault(owner((word.start + word.end) / 2), []).append(word)
+        for word, clip in zip(segment.words, _word_owners(segment.words, spans, owner)):
+            by_clip.setdefault(clip, []).append(word)
         for clip, clip_words in sorted(by_clip.items()):
             piece = replace(segment, text="".join(w.word for w in clip_words),
                             start=clip_words[0].start, end=clip_words[-1].end)
@@ -194,6 +195,34 @@ def split_result(result: WindowResult, frames: Sequence[int], keep_words: Sequen
             for segment in clips[clip].segments:
                 segment.words = None
     return clips
+
+
+def _word_owners(words: Sequence[WordTiming], spans: Sequence[Tuple[float, float]],
+                 owner: Callable[[float], int]) -> List[int]:
+    """The clip each word of one segment was said in: the clip whose speech it overlaps
+    most. A word timed in the silence between clips goes with its nearest word of the
+    segment that is in a clip: DTW timed the first word of a packed clip, "Then", in the gap
+    before it, and by its middle it went to the clip before, lost to its own clip."""
+    found: List[Optional[int]] = []
+    for word in words:
+        end = max(word.end, word.start + 0.01)  # DTW gives some words no duration
+        overlaps = [min(end, b) - max(word.start, a) for a, b in spans]
+        best = int(np.argmax(overlaps))
+        found.append(best if overlaps[best] > 0 else None)
+    placed = [i for i, clip in enumerate(found) if clip is not None]
+    if not placed:
+        return [owner((w.start + w.end) / 2) for w in words]
+    owners = []
+    for i, (word, clip) in enumerate(zip(words, found)):
+        if clip is None:
+            before = max((j for j in placed if j < i), default=None)
+            after = min((j for j in placed if j > i), default=None)
+            distance = lambda j: (word.start - words[j].end if j < i  # noqa: E731
+                                  else words[j].start - word.end)
+            nearest = min((j for j in (before, after) if j is not None), key=distance)
+            clip = found[nearest]
+        owners.append(clip)
+    return owners
 
 
 def _shifted(segment: WindowSegment, start: float, length: float, words: List[WordTiming]
