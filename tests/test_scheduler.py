@@ -270,6 +270,27 @@ def test_a_clip_whose_first_words_went_missing_is_decoded_alone_with_the_clip_be
     assert sorted(kept) == [0, 1, 2]
 
 
+def test_a_clip_whose_last_words_went_missing_is_decoded_alone():
+    """Seen served on base: a 13.3 s clip came back from a pack ending at 11.6 s with "to give
+    evidence of", without "called on to do so": Whisper went on to the next clip."""
+    frames = [1332, 888, 448]
+    options = [DecodeOptions(language="en")] * 3
+    unit = Unit(DecodeWindow(np.zeros((N_MELS, packing.FRAMES), np.float32), 2668,
+                             options[0], frames), False, [0, 1, 2])
+    outcome = WindowResult("en", 1.0, {"en": 1.0}, -0.3, 0.01, 1.2, 0.0, [
+        WindowSegment(0.0, 5.28, " If called to a case supposed or suspected to be one of"),
+        WindowSegment(5.28, 11.64, " poisoning, the medical man has two duties to perform"),
+        WindowSegment(14.32, 24.0, " of a truth I heard him not, and folks are all sleeping."),
+        WindowSegment(24.2, 25.0, " statement.")])
+    kept, skipped = split_packed(unit, outcome, frames, options)
+    assert sorted(kept) == [1, 2] and skipped == []  # clip 0 goes alone
+    # Ending within a second of its end is a clip's usual end; the last clip's end is the
+    # window's, which the front checks.
+    outcome.segments[1] = WindowSegment(5.28, 12.5, " poisoning ... if called on to do so.")
+    kept, skipped = split_packed(unit, outcome, frames, options)
+    assert sorted(kept) == [0, 1, 2]
+
+
 def test_a_clip_given_far_more_text_than_its_length_holds_is_decoded_alone():
     """A 4 s clip came back from a pack as its sentence said twice: too much text for 4 s."""
     assert quality.too_dense_for_clip(
