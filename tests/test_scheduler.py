@@ -281,14 +281,17 @@ def test_a_clip_whose_last_words_went_missing_is_decoded_alone():
         WindowSegment(0.0, 5.28, " If called to a case supposed or suspected to be one of"),
         WindowSegment(5.28, 11.64, " poisoning, the medical man has two duties to perform"),
         WindowSegment(14.32, 24.0, " of a truth I heard him not, and folks are all sleeping."),
-        WindowSegment(24.2, 25.0, " statement.")])
+        WindowSegment(24.2, 28.5, " a statement of having been a shop boy.")])
     kept, skipped = split_packed(unit, outcome, frames, options)
     assert sorted(kept) == [1, 2] and skipped == []  # clip 0 goes alone
-    # Ending within a second of its end is a clip's usual end; the last clip's end is the
-    # window's, which the front checks.
+    # Ending within a second of its end is a clip's usual end.
     outcome.segments[1] = WindowSegment(5.28, 12.5, " poisoning ... if called on to do so.")
     kept, skipped = split_packed(unit, outcome, frames, options)
     assert sorted(kept) == [0, 1, 2]
+    # The last clip is judged alike: "was last" for "was last taken", then the window ended.
+    outcome.segments[3] = WindowSegment(24.2, 26.0, " medicine was last")
+    kept, skipped = split_packed(unit, outcome, frames, options)
+    assert sorted(kept) == [0, 1]
 
 
 def test_a_clip_given_far_more_text_than_its_length_holds_is_decoded_alone():
