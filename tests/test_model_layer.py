@@ -230,7 +230,7 @@ def test_engine_answers_its_batch_while_a_window_that_needs_its_fallback_finishe
         return real_finish(deferred)
 
     monkeypatch.setattr(engine.model.engine, "finish", held_finish)
-    monkeypatch.setattr(engine.model, "defer_fallback", True)  # off by default (config.pbtxt)
+    monkeypatch.setattr(engine.model, "defer_fallback", True)  # the default, whatever config says
     with engine.lock:
         returned = engine.model.execute([good, slow])
 
@@ -248,6 +248,17 @@ def test_engine_answers_its_batch_while_a_window_that_needs_its_fallback_finishe
     [response] = slow.sender.responses
     assert not response.has_error()
     assert json.loads(response.output("WINDOW_RESULT")[0][0])["segments"] is not None
+
+
+def test_engine_without_deferral_returns_its_responses_from_execute(engine, monkeypatch):
+    features, frames = first_window(corpus.JFK, engine.model.engine.n_mels)
+    request = engine_request(features, frames, DecodeOptions())
+    monkeypatch.setattr(engine.model, "defer_fallback", False)
+    with engine.lock:
+        [response] = engine.model.execute([request])
+    assert request.sender.responses == []  # the sender is never asked for
+    [[raw]] = response.output("WINDOW_RESULT")
+    assert wer(corpus.JFK.transcript, window_text(raw)) < 0.2
 
 
 def test_engine_warms_up_in_initialize_and_callers_cannot_trigger_it(engine):
