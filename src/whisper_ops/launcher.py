@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
-from whisper_ops import preflight
+from whisper_ops import preflight, shm_sweep
 from whisper_ops.watchdog import RepositoryApi, StubWatchdog
 from whisper_service.engine_requests import SECRET_ENV
 from whisper_service.gpu import GPU_VISIBLE_ENV
@@ -194,6 +194,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     backends = backend_directory(Path(os.environ.get(
         "TRITON_BACKEND_DIR", Path(sys.prefix) / "triton-backends")))
     cmd = command(args, backends)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    shm_sweep.sweep()  # regions left by an earlier server that was killed
     print("starting:", " ".join(cmd), file=sys.stderr, flush=True)
     server = subprocess.Popen(cmd, env=server_environment())
     gateway = start_gateway(args) if args.gateway_port else None
@@ -222,13 +224,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     if args.watchdog_interval > 0:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         watchdog = StubWatchdog(lambda: server.pid if server.poll() is None else None,
                                 RepositoryApi(f"127.0.0.1:{args.http_port}", args.admin_key),
                                 interval=args.watchdog_interval)
         watchdog.start()
     code = server.wait()
     stop_gateway(gateway, args.exit_timeout)
+    # The server is gone: what it left of killed stubs' regions is nobody's now.
+    shm_sweep.sweep(min_age_s=0.0)
     return code
 
 

@@ -28,7 +28,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
+from whisper_ops import shm_sweep
+
 log = logging.getLogger("whisper.watchdog")
+# How often the shared-memory regions of killed stubs (its own retirements among them) are
+# swept away (see shm_sweep).
+SWEEP_INTERVAL_S = 60.0
 
 
 def models_to_reload(expected: Dict[str, int], live: Dict[str, int], ready: Iterable[str]) -> List[str]:
@@ -174,9 +179,13 @@ class StubWatchdog(threading.Thread):
         self._stop.set()
 
     def run(self) -> None:
+        last_sweep = time.monotonic()
         while not self._stop.wait(self.interval):
             try:
                 self.check()
+                if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
+                    last_sweep = time.monotonic()
+                    shm_sweep.sweep()  # regions of stubs that were killed
             except Exception as exc:  # noqa: BLE001 - the watchdog must outlive any one failure
                 log.warning("watchdog check failed: %s", exc)
 
