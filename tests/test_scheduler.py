@@ -253,45 +253,46 @@ def test_a_clip_a_segment_ran_into_from_a_clip_the_decode_lost_is_not_kept():
 def test_a_clip_whose_first_words_went_missing_is_decoded_alone_with_the_clip_before():
     """Seen served on base: a 4.3 s clip came back from a pack as "I tell thee the truth,",
     without "By Allah replied the fireman" before it, which went to the clip before."""
-    frames = [500, 430, 300]
-    options = [DecodeOptions(language="en")] * 3
-    unit = Unit(DecodeWindow(np.zeros((N_MELS, packing.FRAMES), np.float32), 1430,
-                             options[0], frames), False, [0, 1, 2])
-    outcome = WindowResult("en", 1.0, {"en": 1.0}, -0.3, 0.01, 1.2, 0.0, [
+    segments = [
         WindowSegment(0.3, 7.0, " the first clip speaks here. By Allah replied the fireman,"),
         WindowSegment(8.3, 9.9, " I tell thee the truth,"),
-        WindowSegment(11.4, 13.5, " and the third clip here")])
-    kept, skipped = split_packed(unit, outcome, frames, options)
-    assert sorted(kept) == [2] and skipped == []  # clips 0 and 1 go alone
+        WindowSegment(11.4, 13.5, " and the third clip here")]
+    assert _kept_from_pack([500, 430, 300], segments) == [2]  # clips 0 and 1 go alone
     # Starting within its first second and a half is a clip's usual start: kept.
-    outcome.segments[1] = WindowSegment(6.3, 9.9, " By Allah replied the fireman, I tell thee")
-    outcome.segments[0] = WindowSegment(0.3, 4.9, " the first clip speaks here.")
-    kept, skipped = split_packed(unit, outcome, frames, options)
-    assert sorted(kept) == [0, 1, 2]
+    segments[1] = WindowSegment(6.3, 9.9, " By Allah replied the fireman, I tell thee")
+    segments[0] = WindowSegment(0.3, 4.9, " the first clip speaks here.")
+    assert _kept_from_pack([500, 430, 300], segments) == [0, 1, 2]
 
 
 def test_a_clip_whose_last_words_went_missing_is_decoded_alone():
     """Seen served on base: a 13.3 s clip came back from a pack ending at 11.6 s with "to give
     evidence of", without "called on to do so": Whisper went on to the next clip."""
     frames = [1332, 888, 448]
-    options = [DecodeOptions(language="en")] * 3
-    unit = Unit(DecodeWindow(np.zeros((N_MELS, packing.FRAMES), np.float32), 2668,
-                             options[0], frames), False, [0, 1, 2])
-    outcome = WindowResult("en", 1.0, {"en": 1.0}, -0.3, 0.01, 1.2, 0.0, [
+    segments = [
         WindowSegment(0.0, 5.28, " If called to a case supposed or suspected to be one of"),
         WindowSegment(5.28, 11.64, " poisoning, the medical man has two duties to perform"),
         WindowSegment(14.32, 24.0, " of a truth I heard him not, and folks are all sleeping."),
-        WindowSegment(24.2, 28.5, " a statement of having been a shop boy.")])
-    kept, skipped = split_packed(unit, outcome, frames, options)
-    assert sorted(kept) == [1, 2] and skipped == []  # clip 0 goes alone
+        WindowSegment(24.2, 28.5, " a statement of having been a shop boy.")]
+    assert _kept_from_pack(frames, segments) == [1, 2]  # clip 0 goes alone
     # Ending within a second of its end is a clip's usual end.
-    outcome.segments[1] = WindowSegment(5.28, 12.5, " poisoning ... if called on to do so.")
-    kept, skipped = split_packed(unit, outcome, frames, options)
-    assert sorted(kept) == [0, 1, 2]
+    segments[1] = WindowSegment(5.28, 12.5, " poisoning ... if called on to do so.")
+    assert _kept_from_pack(frames, segments) == [0, 1, 2]
     # The last clip is judged alike: "was last" for "was last taken", then the window ended.
-    outcome.segments[3] = WindowSegment(24.2, 26.0, " medicine was last")
+    segments[3] = WindowSegment(24.2, 26.0, " medicine was last")
+    assert _kept_from_pack(frames, segments) == [0, 1]
+
+
+def _kept_from_pack(frames, segments):
+    """The clips split_packed keeps from a packed English window that said these segments
+    (none comes back empty in these tests)."""
+    options = [DecodeOptions(language="en")] * len(frames)
+    unit = Unit(DecodeWindow(np.zeros((N_MELS, packing.FRAMES), np.float32),
+                             packing.offsets(frames)[-1] + frames[-1], options[0], frames),
+                False, list(range(len(frames))))
+    outcome = WindowResult("en", 1.0, {"en": 1.0}, -0.3, 0.01, 1.2, 0.0, list(segments))
     kept, skipped = split_packed(unit, outcome, frames, options)
-    assert sorted(kept) == [0, 1]
+    assert skipped == []
+    return sorted(kept)
 
 
 def test_a_clip_given_far_more_text_than_its_length_holds_is_decoded_alone():
