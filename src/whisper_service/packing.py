@@ -212,17 +212,11 @@ def _word_owners(words: Sequence[WordTiming], spans: Sequence[Tuple[float, float
     placed = [i for i, clip in enumerate(found) if clip is not None]
     if not placed:
         return [owner((w.start + w.end) / 2) for w in words]
-    owners = []
-    for i, (word, clip) in enumerate(zip(words, found)):
-        if clip is None:
-            before = max((j for j in placed if j < i), default=None)
-            after = min((j for j in placed if j > i), default=None)
-            distance = lambda j: (word.start - words[j].end if j < i  # noqa: E731
-                                  else words[j].start - word.end)
-            nearest = min((j for j in (before, after) if j is not None), key=distance)
-            clip = found[nearest]
-        owners.append(clip)
-    return owners
+    def gap(word: WordTiming, j: int) -> float:  # time between the word and word j
+        return max(words[j].start - word.end, word.start - words[j].end)
+
+    return [clip if clip is not None else found[min(placed, key=lambda j: gap(word, j))]
+            for word, clip in zip(words, found)]
 
 
 def _shifted(segment: WindowSegment, start: float, length: float, words: List[WordTiming]

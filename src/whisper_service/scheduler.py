@@ -336,9 +336,9 @@ def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
         elif quality.off_target(result.text, options[i].task):
             log.info("packed translation came back as %r; decoding the clip alone",
                      result.text.strip()[:80])
-        elif seconds - max(s.end for s in result.segments) > LOST_TAIL_SECONDS:
+        elif seconds - _text_end(result) > LOST_TAIL_SECONDS:
             log.info("packed decode ended a %.1f s clip at %.1f s (%r); decoding it alone",
-                     seconds, max(s.end for s in result.segments), result.text.strip()[-80:])
+                     seconds, _text_end(result), result.text.strip()[-80:])
         elif position > 0 and result.segments[0].start > LATE_FIRST_SEGMENT_SECONDS:
             # Its first words went missing, perhaps into the clip before: both go alone.
             log.info("packed decode began a %.1f s clip at %.1f s (%r); decoding it and the "
@@ -348,6 +348,10 @@ def split_packed(unit: Unit, outcome: WindowOutcome, num_frames: Sequence[int],
         elif not quality.too_repetitive(result.compression_ratio):
             kept[i] = result
     return kept, skipped
+
+
+def _text_end(result: WindowResult) -> float:
+    return max(segment.end for segment in result.segments)
 
 
 def _report_detected(outcome: Optional[WindowOutcome], languages: Dict[str, float]) -> None:
