@@ -27,7 +27,8 @@ pytestmark = pytest.mark.model
                 ids=lambda layout: layout.value)
 def engine(request):
     settings = resolve({"model": "tiny.en", "cpu_workers": "2", "cpu_threads": "1",
-                        "batch_layout": request.param.value}, gpu_available=False, env={})
+                        "batch_layout": request.param.value,
+                        "pack_short_windows": "true"}, gpu_available=False, env={})
     made = WhisperEngine(settings)
     assert made.layout is request.param
     yield made
@@ -84,7 +85,7 @@ def test_a_pack_whisper_ends_early_is_decoded_on_from_the_next_clip(engine, monk
     encodes = []
     original = engine.decoder._encode
     monkeypatch.setattr(engine.decoder, "_encode",
-                        lambda f: encodes.append(len(f)) or original(f))
+                        lambda f, *frames: encodes.append(len(f)) or original(f, *frames))
     outcomes = engine.transcribe_windows(features, frames, [DecodeOptions()] * 3, workers=1)
     assert encodes == [1]
     for recording, outcome in zip(recordings, outcomes):

@@ -24,7 +24,8 @@ CLIPS = (corpus.JFK, corpus.AISHELL, corpus.STEREO)
                 ids=lambda layout: layout.value)
 def engine(request):
     settings = resolve({"model": "base", "cpu_workers": "2", "cpu_threads": "1",
-                        "batch_layout": request.param.value}, gpu_available=False, env={})
+                        "batch_layout": request.param.value,
+                        "pack_short_windows": "true"}, gpu_available=False, env={})
     made = WhisperEngine(settings)
     yield made
     made.release()

@@ -53,6 +53,9 @@ class FakeDecoder:
         self.calls: List[tuple] = []  # (clip ids per window, fallback, thread name)
         self._lock = threading.Lock()
 
+    def encoded_frames(self, window: DecodeWindow) -> int:
+        return packing.FRAMES
+
     def refusal(self, options: DecodeOptions) -> Optional[InvalidInputError]:
         if options.task == "translate" and not self.multilingual:
             return InvalidInputError("cannot translate", "unsupported_task")
@@ -474,6 +477,25 @@ def test_per_window_layout_decodes_a_few_windows_per_call_and_batched_all_at_onc
     Scheduler(batched, BatchLayout.BATCHED).transcribe_windows(
         features, frames, [DecodeOptions(language="en")] * 10)
     assert [len(ids) for ids, _, _ in batched.calls] == [10]
+
+
+def test_windows_encoded_to_alike_lengths_share_a_call():
+    """A call's windows are encoded to the length of its longest (one encoder output for the
+    call's generation): a 3 s clip paired with a 28 s one would be encoded as 28 s."""
+
+    class ShortEncoder(FakeDecoder):
+        def encoded_frames(self, window: DecodeWindow) -> int:
+            return min(packing.FRAMES, window.num_frames + 500)
+
+    lengths = [2400, 300, 2000, 400, 2200, 350]
+    features = np.stack([_clip(i + 1, n) for i, n in enumerate(lengths)])
+    decoder = ShortEncoder()
+    outcomes = Scheduler(decoder, BatchLayout.PER_WINDOW, workers=1, pack_windows=False
+                         ).transcribe_windows(features, lengths,
+                                              [DecodeOptions(language="en")] * len(lengths))
+    assert _texts(outcomes) == [f"clip{i}" for i in range(1, 7)]
+    calls = [sorted(lengths[ids[0] - 1] for ids in call) for call, _, _ in decoder.calls]
+    assert sorted(calls) == [[300, 350], [400, 2000], [2200, 2400]]
 
 
 def test_a_window_that_needs_its_fallback_is_deferred_and_the_others_are_not_held():

@@ -359,3 +359,22 @@ def test_batch_layout_follows_the_device_unless_forced():
         resolve({"batch_layout": "gpu"}, False, env={}, materialize=False)
     assert not resolve({}, False, env={"WHISPER_PACK_WINDOWS": "false"},
                        materialize=False).pack_windows
+
+
+def test_encode_padding_is_short_on_the_cpu_and_packing_follows_it_unless_forced():
+    cpu = resolve({}, gpu_available=False, env={}, materialize=False)
+    assert (cpu.encode_padding_frames, cpu.pack_windows) == (500, False)
+    assert "encode padding 5 s" in cpu.reason and "packing off" in cpu.reason
+    gpu = resolve({}, gpu_available=True, env={}, materialize=False)
+    assert (gpu.encode_padding_frames, gpu.pack_windows) == (3000, True)
+    full = resolve({"encode_padding": "full"}, False, env={}, materialize=False)
+    assert (full.encode_padding_frames, full.pack_windows) == (3000, True)
+    both = resolve({"encode_padding": "8", "pack_short_windows": "true"}, False, env={},
+                   materialize=False)
+    assert (both.encode_padding_frames, both.pack_windows) == (800, True)
+    forced = resolve({"encode_padding": "8"}, False, env={"WHISPER_ENCODE_PADDING": "2.5"},
+                     materialize=False)
+    assert forced.encode_padding_frames == 250
+    for bad in ("0", "31", "soon"):
+        with pytest.raises(ValueError, match="encode_padding"):
+            resolve({"encode_padding": bad}, False, env={}, materialize=False)

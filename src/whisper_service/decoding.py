@@ -51,6 +51,9 @@ class Decoder(Protocol):
         in window time; with `fallback`, windows whose text looks wrong are decoded again at
         higher temperatures. May raise: the whole batch failed."""
 
+    def encoded_frames(self, window: DecodeWindow) -> int:
+        """Log-mel frames of this window the encoder reads (at most 3000: the whole window)."""
+
     def detect_languages(self, windows: Sequence[DecodeWindow]) -> List[Dict[str, float]]:
         """Each window's most probable languages and their probabilities, most probable
         first, from an encode of its speech only (not of 30 s). May raise."""

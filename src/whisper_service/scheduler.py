@@ -79,11 +79,6 @@ class Unit:
     fallback: bool
     members: List[int]
 
-    @property
-    def cost(self) -> float:
-        # A window costs one encode plus generation roughly in proportion to its speech.
-        return 1.0 + self.window.num_frames / packing.FRAMES
-
 
 class Scheduler:
     def __init__(self, decoder: Decoder, layout: BatchLayout = BatchLayout.PER_WINDOW,
@@ -132,7 +127,7 @@ class Scheduler:
         first_only: List[int] = []  # windows decoded alone without their fallback
         self._on_workers(
             lambda share: self._settle(share, batch, outcomes, defer_fallback, first_only),
-            units, [u.cost for u in units], workers)
+            units, [self._cost(u) for u in units], workers)
         for i, languages in detected.items():
             _report_detected(outcomes[i], languages)
         deferred = [DeferredWindow(i, replace(batch.alone(i).window,
@@ -149,6 +144,13 @@ class Scheduler:
         if deferred.detected:
             _report_detected(outcome, deferred.detected)
         return outcome
+
+    def _cost(self, unit: Unit) -> float:
+        """A window's encode, which grows about as the square of what the encoder reads (a
+        sixth of the frames cost a tenth to a fifth), plus generation roughly in proportion
+        to its speech."""
+        encoded = self.decoder.encoded_frames(unit.window) / packing.FRAMES
+        return encoded * encoded + unit.window.num_frames / packing.FRAMES
 
     def _on_workers(self, work: Callable[[List[T]], object], items: List[T],
                     costs: List[float], workers: int) -> None:
@@ -258,6 +260,9 @@ class Scheduler:
             # Packed and lone windows are never mixed in one call, deferring or not.
             key = (unit.window.options.generation_key(), unit.fallback, fallback)
             groups.setdefault(key, []).append(index)
+        for indices in groups.values():
+            # A call's windows are encoded to the length of its longest: alike lengths together.
+            indices.sort(key=lambda i: self.decoder.encoded_frames(units[i].window))
         chunks = [(own and allowed, indices[i:i + self.windows_per_call])
                   for (_, own, allowed), indices in groups.items()
                   for i in range(0, len(indices), self.windows_per_call)]

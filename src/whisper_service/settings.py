@@ -18,6 +18,12 @@ from whisper_service.bundled_models import bundled_model_dir
 
 GPU_DEFAULT_MODEL = "large-v3"
 CPU_DEFAULT_MODEL = "base"
+# Seconds of padding the encoder reads after a window's speech, on the CPU (see
+# decoder.SHORT_ENCODE_LANGUAGES): 5 s cost English and Mandarin nothing measurable and made
+# the encode about five times cheaper on the evalset's clips (docs/performance.md).
+CPU_ENCODE_PADDING_SECONDS = 5.0
+FRAMES_PER_SECOND = 100
+WINDOW_FRAMES = 3000
 # Size names whose feature extractor uses 128 mel bins; every other Whisper uses 80.
 _MELS_128 = ("large-v3", "turbo", "distil-large-v3")
 
@@ -31,6 +37,7 @@ _ENV_KEYS = {
     "download_root": ("WHISPER_DOWNLOAD_ROOT",),
     "batch_layout": ("WHISPER_BATCH_LAYOUT",),
     "pack_short_windows": ("WHISPER_PACK_WINDOWS",),
+    "encode_padding": ("WHISPER_ENCODE_PADDING",),
 }
 BATCH_LAYOUTS = ("per_window", "batched")
 
@@ -54,8 +61,12 @@ class ModelSettings:
     """per_window (one encode per window, windows shared among CPU workers) or batched (one
     encode per batch): see decoding.BatchLayout. auto: per_window on the CPU, batched on a GPU."""
     pack_windows: bool = True
-    """Lay short windows with the same options and a known language side by side in one."""
-    """One sentence for the log: why this model, device and compute type."""
+    """Lay short windows with the same options and a known language side by side in one.
+    auto: only where windows are encoded whole (encode_padding_frames == WINDOW_FRAMES)."""
+    encode_padding_frames: int = WINDOW_FRAMES
+    """Log-mel frames of padding encoded after a short window's speech; WINDOW_FRAMES: the
+    whole 30 s window, as Whisper was trained. auto: 5 s on the CPU, the whole window on a GPU
+    (not measured there)."""
 
     @property
     def n_mels(self) -> int:
@@ -121,8 +132,26 @@ def resolve(
     if layout not in BATCH_LAYOUTS:
         raise ValueError(f"batch_layout must be auto, per_window or batched, not {layout!r} "
                          f"({layout_src})")
+    padding_text, padding_src = _pick("encode_padding", params, env)
+    if padding_text.lower() == "auto":
+        padding_seconds = (CPU_ENCODE_PADDING_SECONDS if device == "cpu"
+                           else WINDOW_FRAMES / FRAMES_PER_SECOND)
+    elif padding_text.lower() in ("full", "off", "none"):
+        padding_seconds = WINDOW_FRAMES / FRAMES_PER_SECOND
+    else:
+        try:
+            padding_seconds = float(padding_text)
+        except ValueError:
+            padding_seconds = -1.0
+        if not 1.0 <= padding_seconds <= 30.0:
+            raise ValueError(f"encode_padding must be auto, full or 1 to 30 seconds, not "
+                             f"{padding_text!r} ({padding_src})")
+    encode_padding_frames = min(WINDOW_FRAMES, round(padding_seconds * FRAMES_PER_SECOND))
     pack_text, _ = _pick("pack_short_windows", params, env)
-    pack_windows = pack_text.lower() in ("auto", "1", "true", "yes")
+    # Packing saves encodes of 30 s; a window encoded on its speech alone costs far less, and
+    # packed windows were slower than lone ones then (docs/performance.md).
+    pack_windows = (encode_padding_frames >= WINDOW_FRAMES if pack_text.lower() == "auto"
+                    else pack_text.lower() in ("1", "true", "yes"))
 
     download_root, _ = _pick("download_root", params, env)
     download_root = None if download_root == "auto" else download_root
@@ -138,7 +167,9 @@ def resolve(
         f"model {model} ({model_src}) -> {model_path}; device {device} ({device_src}); "
         f"compute type {compute_type} ({compute_src}); "
         f"{cpu_workers} worker(s) x {cpu_threads} CPU thread(s); "
-        f"batch layout {layout} ({layout_src})"
+        f"batch layout {layout} ({layout_src}); "
+        f"encode padding {encode_padding_frames / FRAMES_PER_SECOND:g} s; "
+        f"packing {'on' if pack_windows else 'off'}"
     )
     return ModelSettings(
         model=model,
@@ -151,6 +182,7 @@ def resolve(
         reason=reason,
         batch_layout=layout,
         pack_windows=pack_windows,
+        encode_padding_frames=encode_padding_frames,
     )
 
 
