@@ -3,8 +3,9 @@
 Written against `decoding.Decoder`: it never touches the model, so it is tested in
 milliseconds with a fake decoder. Per batch of windows from many uploads:
 
-1. Short windows with the same options and a known language are packed side by side into
-   one 30 s window (see packing); copies of one recording are kept apart. A short window
+1. With packing on (where windows are encoded whole: a GPU, or encode_padding "full"), short
+   windows with the same options and a known language are packed side by side into one 30 s
+   window (see packing); copies of one recording are kept apart. A short window
    whose language is to be detected first has it detected on its speech alone (a fraction
    of a 30 s encode), then is packed with others of that language; a window whose language
    that leaves unsure is decoded alone and detects its language there.
