@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from whisper_service.bundled_models import bundled_model_dir
+from whisper_service.packing import FRAMES as WINDOW_FRAMES, FRAMES_PER_SECOND
 
 GPU_DEFAULT_MODEL = "large-v3"
 CPU_DEFAULT_MODEL = "base"
@@ -22,8 +23,6 @@ CPU_DEFAULT_MODEL = "base"
 # decoder.SHORT_ENCODE_LANGUAGES): over four copies of the evalset, 5 s scored English and
 # Mandarin as well as 30 s, and made the encode about five times cheaper (docs/performance.md).
 CPU_ENCODE_PADDING_SECONDS = 5.0
-FRAMES_PER_SECOND = 100
-WINDOW_FRAMES = 3000
 # Size names whose feature extractor uses 128 mel bins; every other Whisper uses 80.
 _MELS_128 = ("large-v3", "turbo", "distil-large-v3")
 
@@ -57,6 +56,7 @@ class ModelSettings:
     """Parallel CTranslate2 workers on the CPU; each engine batch is split among them."""
     download_root: Optional[str]
     reason: str
+    """One sentence for the log: why this model, device and compute type."""
     batch_layout: str = "per_window"
     """per_window (one encode per window, windows shared among CPU workers) or batched (one
     encode per batch): see decoding.BatchLayout. auto: per_window on the CPU, batched on a GPU."""
@@ -136,7 +136,7 @@ def resolve(
     if padding_text.lower() == "auto":
         padding_seconds = (CPU_ENCODE_PADDING_SECONDS if device == "cpu"
                            else WINDOW_FRAMES / FRAMES_PER_SECOND)
-    elif padding_text.lower() in ("full", "off", "none"):
+    elif padding_text.lower() == "full":
         padding_seconds = WINDOW_FRAMES / FRAMES_PER_SECOND
     else:
         try:
